@@ -1,0 +1,1 @@
+"""Driving environments behind one contract (see ``contract.py``)."""
