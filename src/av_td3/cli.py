@@ -1,0 +1,237 @@
+"""``av-td3`` command line: ``train``, ``evaluate``, ``report``.
+
+``av-td3 train`` → ``Trainer.run`` (training/trainer.py) → ``TD3Agent.train`` (agents/td3.py).
+Bad input (config keys, values, files, missing servers) ends with one ``av-td3: error: ...`` line and
+exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from av_td3.config import Config, ConfigError, load_config
+
+#: Seed flags → config keys (``None`` means the flag was not given and the config decides).
+FLAG_TO_KEY = {
+    "scenario": "env.scenario",
+    "env": "env.name",
+    "max_timesteps": "training.max_timesteps",
+    "device": "training.device",
+    "seed": "training.seed",
+    "eval_freq": "training.eval_freq",
+    "checkpoint_freq": "training.checkpoint_freq",
+    "num_eval_episodes": "evaluation.num_episodes",
+    "log_dir": "logging.log_dir",
+    "run_name": "logging.run_name",
+}
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="av-td3", description="End-to-end visual TD3 for autonomous driving.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an agent (TD3 by default) on the town or CARLA")
+    add_train_arguments(train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint: metrics with 95%% CIs, optional video")
+    ev.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    ev.add_argument("--episodes", type=int, default=None, help="episodes (default: evaluation.num_episodes)")
+    ev.add_argument("--scenario", type=int, choices=(0, 1, 2), default=None)
+    ev.add_argument("--env", choices=("town", "carla"), default=None)
+    ev.add_argument("--seed", type=int, default=None, help="first episode seed (default: evaluation.seed)")
+    ev.add_argument("--video", action="store_true", help="write a video of the episodes")
+    ev.add_argument("--output", type=Path, default=None, help="output directory (default: RUN/eval)")
+    ev.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+    rep = sub.add_parser("report", help="markdown report with learning curves for a run directory")
+    rep.add_argument("run_dir", type=Path)
+    return parser
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The seed's flags exactly, plus --env, --config, --set, --resume and a few conveniences."""
+    p.add_argument("--scenario", type=int, choices=(0, 1, 2), default=None, help="0/1/2 = 20/50/100 NPCs")
+    p.add_argument("--max-timesteps", type=int, default=None)
+    p.add_argument("--debug", action="store_true", help="episode lines and the CNN gradient table")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--eval-freq", type=int, default=None)
+    p.add_argument("--checkpoint-freq", type=int, default=None)
+    p.add_argument("--num-eval-episodes", type=int, default=None)
+    p.add_argument("--agent-config", type=Path, default=None, help="the seed's name for --config")
+    p.add_argument("--config", type=Path, default=None, help="YAML config (configs/td3.yaml)")
+    p.add_argument("--log-dir", default=None)
+    p.add_argument("--checkpoint-dir", type=Path, default=None, help="default: RUN/checkpoints")
+    p.add_argument("--env", choices=("town", "carla"), default=None)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set algorithm.batch_size=128 (repeatable)")
+    p.add_argument("--run-name", default=None)
+    p.add_argument("--resume", default=None, metavar="auto|PATH", help="continue a run from its checkpoint")
+    p.add_argument("--save-buffer", action="store_true", default=None, help="checkpoint the replay buffer too")
+    p.add_argument("--algo", choices=("td3", "ddpg"), default="td3")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report}[args.command](args)
+    except _user_errors() as exc:
+        print(f"av-td3: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from av_td3.io import CorruptFileError
+
+    errors: list[type[BaseException]] = [UsageError, ConfigError, CorruptFileError, FileNotFoundError]
+    try:
+        from av_td3.envs.carla.errors import CarlaUnavailableError
+
+        errors.append(CarlaUnavailableError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+# --------------------------------------------------------------------------------------------------
+def resolve_train_config(args: argparse.Namespace, base: dict | None = None) -> Config:
+    """Config file (``--config``/``--agent-config``), then seed flags, then ``--set`` overrides."""
+    if args.config and args.agent_config and args.config != args.agent_config:
+        raise UsageError("--config and --agent-config name different files; pass one")
+    path = args.config or args.agent_config
+    overrides = [f"{key}={getattr(args, flag)}" for flag, key in FLAG_TO_KEY.items() if getattr(args, flag, None) is not None]
+    if getattr(args, "save_buffer", None):
+        overrides.append("training.save_buffer=true")
+    return load_config(path, overrides + list(args.overrides), base=base)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from av_td3.training.checkpoint import find_checkpoint, load_checkpoint
+    from av_td3.training.setup import resolve_device
+    from av_td3.training.trainer import Trainer, TrainingInterrupted
+
+    resume_from = None
+    if args.resume:
+        probe = resolve_train_config(args)
+        resume_from = find_checkpoint(args.resume, probe.logging.log_dir, probe.logging.run_name)
+        saved = load_checkpoint(resume_from)
+        if args.config or args.agent_config:
+            raise UsageError("--resume continues a run with its saved config; drop --config (use --set to change keys)")
+        cfg = resolve_train_config(args, base=saved["config"])
+        run_dir = resume_from.parent.parent if resume_from.parent.name == "checkpoints" else resume_from.parent
+        algo = saved.get("algo", args.algo)
+    else:
+        cfg = resolve_train_config(args)
+        name = cfg.logging.run_name or f"{args.algo}_{cfg.env.name}_s{cfg.env.scenario}_{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = Path(cfg.logging.log_dir) / name
+        algo = args.algo
+    try:
+        device = resolve_device(cfg.training.device)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+
+    print(f"[TRAIN] run directory: {run_dir}")
+    print(f"[TRAIN] {algo.upper()} on {cfg.env.name} scenario {cfg.env.scenario}, {cfg.training.max_timesteps} steps, device {device}")
+    trainer = Trainer(cfg, run_dir, device, checkpoint_dir=args.checkpoint_dir, debug=args.debug,
+                      resume_from=resume_from, algo=algo)
+    try:
+        summary = trainer.run()
+    except TrainingInterrupted as exc:
+        return 128 + exc.signum
+    finally:
+        trainer.close()
+
+    from av_td3.report.markdown import write_report
+
+    report = write_report(run_dir)
+    video = None
+    if cfg.evaluation.video:
+        video = _evaluation_video(trainer, run_dir)
+    print("\n[TRAIN] done: " + ", ".join(f"{k}={_fmt(summary[k])}" for k in (
+        "total_timesteps", "updates", "episodes", "mean_episode_reward", "mean_speed_kmh",
+        "eval_success_rate", "eval_route_completion", "cnn_weight_change", "env_steps_per_s", "updates_per_s")))
+    print(f"[TRAIN] logs:        {run_dir}  (tensorboard --logdir {run_dir / 'tensorboard'})")
+    print(f"[TRAIN] checkpoint:  {summary['checkpoint']}")
+    print(f"[TRAIN] summary:     {run_dir / 'summary.json'}")
+    print(f"[TRAIN] report:      {report}")
+    if video:
+        print(f"[TRAIN] video:       {video}")
+    return 0
+
+
+def _evaluation_video(trainer, run_dir: Path) -> Path:
+    from av_td3.report.video import record_episodes
+
+    cfg = trainer.cfg
+    path = run_dir / f"eval_video.{cfg.evaluation.video_format}"
+    policy = lambda o: trainer.agent.select_action(o, noise=0.0)  # noqa: E731
+    record_episodes(cfg, policy, path, episodes=1, seed=cfg.evaluation.seed)
+    return path
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from av_td3.training.checkpoint import find_checkpoint, load_checkpoint
+    from av_td3.training.evaluation import evaluate
+    from av_td3.training.setup import build_agent, make_env, resolve_device
+
+    path = find_checkpoint(args.checkpoint, ".", None)
+    saved = load_checkpoint(path)
+    overrides = list(args.overrides)
+    if args.scenario is not None:
+        overrides.append(f"env.scenario={args.scenario}")
+    if args.env is not None:
+        overrides.append(f"env.name={args.env}")
+    cfg = load_config(None, overrides, base=saved["config"])
+    episodes = args.episodes or cfg.evaluation.num_episodes
+    seed = cfg.evaluation.seed if args.seed is None else args.seed
+    device = resolve_device(args.device)
+    env = make_env(cfg)
+    agent = build_agent(cfg, env.observation_space, device, algo=saved.get("algo", "td3"), verbose=False)
+    agent.load_state_dict(saved["agent"])
+    policy = lambda o: agent.select_action(o, noise=0.0)  # noqa: E731
+
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    out = args.output or run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    result = evaluate(env, policy, episodes, seed)
+    env.close()
+    title = f"{saved.get('algo', 'td3').upper()} on {cfg.env.name} scenario {cfg.env.scenario} ({path.name})"
+    (out / "eval.json").write_text(result.to_json())
+    (out / "eval.md").write_text(result.to_markdown(title))
+    print(result.to_markdown(title))
+    if args.video:
+        from av_td3.report.video import record_episodes
+
+        video = record_episodes(cfg, policy, out / f"eval_video.{cfg.evaluation.video_format}", episodes, seed)
+        print(f"[EVAL] video: {video}")
+    print(f"[EVAL] results: {out / 'eval.json'}, {out / 'eval.md'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from av_td3.report.markdown import write_report
+
+    if not (args.run_dir / "metrics.jsonl").is_file():
+        raise UsageError(f"{args.run_dir} is not a run directory (no metrics.jsonl); pass e.g. runs/<name>")
+    print(f"[REPORT] {write_report(args.run_dir)}")
+    return 0
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Building the pieces of a run from a validated ``Config``: device, envs, agent."""
+
+from __future__ import annotations
+
+import gymnasium
+
+from av_td3.config import Config
+from av_td3.envs.contract import vector_dim
+from av_td3.envs.registry import CARLA_ID, TOWN_ID, register_envs
+
+
+def resolve_device(requested: str) -> str:
+    """``auto`` → ``cuda`` when available, else ``cpu``; asking for CUDA without one is an error."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but torch sees no CUDA GPU; use --device cpu or auto")
+    return requested
+
+
+def make_env(cfg: Config, render_mode: str | None = None) -> gymnasium.Env:
+    """The configured backend (``env.name``) as a gymnasium env, scenario and all from ``cfg``."""
+    register_envs()
+    env_id = TOWN_ID if cfg.env.name == "town" else CARLA_ID
+    # The env enforces its own step limit (env.max_episode_steps), so no TimeLimit wrapper here.
+    return gymnasium.make(env_id, scenario=cfg.env.scenario, render_mode=render_mode, config=cfg,
+                          disable_env_checker=True)
+
+
+def build_agent(cfg: Config, observation_space: gymnasium.spaces.Dict, device: str, algo: str = "td3", verbose: bool = True):
+    """The agent with a NatureCNN for the observation's image stack, in the configured encoder mode.
+
+    End-to-end (default): the CNN goes to the agent and dict observations go to a DictReplayBuffer.
+    Frozen (``algorithm.use_end_to_end_cnn: false``, the seed's rollback plan): the agent still gets the
+    CNN, keeps it frozen, and stores flat states; ``agent.flatten_obs`` encodes observations.
+    """
+    from av_td3.agents.networks import NatureCNN
+    from av_td3.agents.td3 import TD3Agent
+
+    image_shape = observation_space["image"].shape
+    cnn = NatureCNN(input_channels=image_shape[0], feature_dim=cfg.networks.cnn.feature_dim)
+    end_to_end = cfg.algorithm.use_end_to_end_cnn
+    agent_cls = TD3Agent
+    if algo == "ddpg":
+        from av_td3.agents.ddpg import DDPGAgent
+
+        agent_cls = DDPGAgent
+    agent = agent_cls(
+        state_dim=cfg.networks.cnn.feature_dim + vector_dim(cfg.env.num_waypoints),
+        action_dim=2,
+        max_action=1.0,
+        cnn_extractor=cnn,
+        use_dict_buffer=end_to_end,
+        config=cfg,
+        device=device,
+        observation_space=observation_space,
+    )
+    if verbose and end_to_end:
+        print(f"[AGENT] CNN passed to {agent_cls.__name__} for end-to-end training")
+        print("[AGENT] DictReplayBuffer enabled for gradient flow")
+    elif verbose:
+        print(f"[AGENT] CNN passed to {agent_cls.__name__} frozen (rollback mode: flat 535-d states)")
+    return agent

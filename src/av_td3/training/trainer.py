@@ -1,0 +1,392 @@
+"""The training loop: collect experience, update the agent, evaluate, checkpoint — top to bottom.
+
+One env step in ``Trainer.run``:
+
+1. pick an action: throttle-biased random actions before ``start_timesteps``, then
+   ``agent.select_action(obs, noise)`` with a (decaying) Gaussian noise;
+2. ``env.step``; the *dict* observations go straight into the agent's replay buffer (frozen mode
+   stores flat CNN features instead), ``terminated`` and ``truncated`` kept apart;
+3. after ``start_timesteps``, ``agent.train()`` runs ``updates_per_step`` gradient updates
+   (→ ``TD3Agent.update_critic`` / ``update_actor``: the losses);
+4. every ``eval_freq`` steps a seeded evaluation on a separate env; every ``checkpoint_freq`` steps an
+   atomic checkpoint.
+
+Short runs: if ``start_timesteps >= max_timesteps`` (the seed's 1000-step diagnostic with the default
+10,000) random exploration would fill the whole run and nothing would train, so exploration is then
+shortened to 10% of the run, and a ``[TRAIN]`` line says so. Updates also wait until the buffer holds
+one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from av_td3.config import Config
+from av_td3.training import checkpoint as ckpt
+from av_td3.training.diagnostics import HealthMonitor, NonFiniteLossError, format_gradient_table
+from av_td3.training.evaluation import EvaluationResult, evaluate
+from av_td3.training.exploration import NoiseSchedule, RandomExplorer
+from av_td3.training.run_logger import RunLogger
+from av_td3.training.setup import build_agent, make_env
+
+
+@dataclass
+class EpisodeTracker:
+    """Running sums of the current training episode."""
+
+    reward: float = 0.0
+    length: int = 0
+    speed_sum: float = 0.0
+    collisions: int = 0
+    lane_invasions: int = 0
+    components: dict[str, float] = field(default_factory=dict)
+
+    def add(self, reward: float, info: dict) -> None:
+        self.reward += reward
+        self.length += 1
+        self.speed_sum += float(info["speed_kmh"])
+        self.collisions += int(bool(info["collision"]))
+        self.lane_invasions += int(bool(info["lane_invasion"]))
+        for k, v in info.get("reward_components", {}).items():
+            self.components[k] = self.components.get(k, 0.0) + float(v)
+
+    def summary(self, info: dict) -> dict[str, Any]:
+        return {
+            "reward": self.reward,
+            "length": self.length,
+            "mean_speed_kmh": self.speed_sum / max(self.length, 1),
+            "collisions": self.collisions,
+            "lane_invasions": self.lane_invasions,
+            "route_completion": float(info["route_completion"]),
+            "success": bool(info["success"]),
+            "termination_reason": str(info["termination_reason"]),
+        }
+
+
+class TrainingInterrupted(Exception):
+    def __init__(self, signum: int, checkpoint: Path):
+        super().__init__(f"stopped by {signal.Signals(signum).name}; checkpoint saved at {checkpoint}")
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+
+class Trainer:
+    """Runs one training job in ``run_dir`` (creating or resuming it)."""
+
+    def __init__(self, cfg: Config, run_dir: Path, device: str, checkpoint_dir: Path | None = None,
+                 debug: bool = False, resume_from: Path | None = None, algo: str = "td3"):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else self.run_dir / "checkpoints"
+        self.device = device
+        self.debug = debug
+        self.algo = algo
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
+
+        _seed_everything(cfg.training.seed)
+        self.rng = np.random.default_rng(cfg.training.seed)
+        self.env = make_env(cfg)
+        self._eval_env = None
+        self.agent = build_agent(cfg, self.env.observation_space, device, algo=algo)
+        self.explorer = RandomExplorer(cfg.exploration, self.rng)
+        self.health = HealthMonitor()
+
+        total = cfg.training.max_timesteps
+        self.start_timesteps = cfg.algorithm.start_timesteps
+        if self.start_timesteps >= total:
+            self.start_timesteps = max(total // 10, 1)
+            print(f"[TRAIN] start_timesteps={cfg.algorithm.start_timesteps} >= max_timesteps={total}: "
+                  f"random exploration shortened to {self.start_timesteps} steps so this run trains")
+        self.noise = NoiseSchedule(cfg.algorithm.expl_noise, cfg.exploration.expl_noise_final,
+                                   cfg.exploration.expl_noise_decay_steps, self.start_timesteps)
+
+        self.step = 0
+        self.updates = 0
+        self.episodes = 0
+        self.best_eval_reward = -math.inf
+        self.last_eval: dict[str, Any] | None = None
+        self._update_credit = 0.0
+        if resume_from is not None:
+            self._restore(resume_from)
+
+    # ----------------------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        cfg = self.cfg
+        total = cfg.training.max_timesteps
+        log = RunLogger(self.run_dir, cfg.logging.tensorboard, total, self.step, cfg.logging.progress_bar)
+        self.log = log
+        stop = _SignalFlag()
+        episode = EpisodeTracker()
+        obs, info = self.env.reset(seed=cfg.training.seed + self.episodes)
+        self.explorer.reset()
+        last_episode: dict[str, Any] | None = None
+        env_time = update_time = 0.0
+        session_steps, session_updates, wall_start = 0, 0, time.perf_counter()
+        batch_size = cfg.algorithm.batch_size
+        stats: dict[str, Any] = {}
+        try:
+            while self.step < total:
+                # 1. act
+                exploring = self.step < self.start_timesteps
+                if exploring:
+                    action = self.explorer.sample()
+                else:
+                    action = self.agent.select_action(obs, noise=self.noise(self.step))
+
+                # 2. step the env and store the transition
+                t0 = time.perf_counter()
+                next_obs, reward, terminated, truncated, info = self.env.step(action)
+                env_time += time.perf_counter() - t0
+                self._store(obs, action, next_obs, float(reward), terminated, truncated)
+                episode.add(float(reward), info)
+                self.health.observe_step(action, info["speed_kmh"], from_policy=not exploring)
+                obs = next_obs
+                self.step += 1
+                session_steps += 1
+
+                if terminated or truncated:
+                    last_episode = self._end_episode(episode, info)
+                    episode = EpisodeTracker()
+                    t0 = time.perf_counter()
+                    obs, info = self.env.reset(seed=cfg.training.seed + self.episodes)
+                    env_time += time.perf_counter() - t0
+                    self.explorer.reset()
+
+                # 3. learn
+                if not exploring and len(self.agent.replay_buffer) >= batch_size:
+                    self._update_credit += cfg.training.updates_per_step
+                    t0 = time.perf_counter()
+                    while self._update_credit >= 1.0:
+                        stats = self.agent.train(batch_size)
+                        self.updates += 1
+                        session_updates += 1
+                        self._update_credit -= 1.0
+                        if self.updates % cfg.logging.log_interval == 0 or self.updates == 1:
+                            self._log_update(stats)
+                    update_time += time.perf_counter() - t0
+
+                # 4. evaluate, checkpoint, show progress
+                if cfg.training.eval_freq and self.step % cfg.training.eval_freq == 0:
+                    self._evaluate(cfg.evaluation.num_episodes)
+                if cfg.training.checkpoint_freq and self.step % cfg.training.checkpoint_freq == 0:
+                    self.save()
+                log.progress(self.step, self.updates, last_episode)
+                if stop.signum is not None:
+                    raise TrainingInterrupted(stop.signum, self.save())
+        except NonFiniteLossError as exc:
+            bad = self.save(self.ckpt_dir / f"nonfinite_step{self.step}.pt")
+            log.console(f"[HEALTH] {exc}\n[HEALTH] stopped; state saved at {bad}; last good checkpoint: "
+                        f"{self.ckpt_dir / ckpt.LATEST}")
+            log.record("health", self.step, {"problem": "non_finite_loss", "message": str(exc)})
+            log.close()
+            raise
+        except TrainingInterrupted as exc:
+            log.console(f"[TRAIN] {exc}; continue with --resume auto")
+            log.close()
+            raise
+        finally:
+            stop.restore()
+
+        if self.last_eval is None or self.last_eval["step"] != self.step:
+            self._evaluate(cfg.evaluation.num_episodes)
+        final = self.save()
+        wall = time.perf_counter() - wall_start
+        summary = self._summary(session_steps, session_updates, env_time, update_time, wall, final)
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        log.record("summary", self.step, summary)
+        log.close()
+        return summary
+
+    # -- steps of the loop --------------------------------------------------------------------------
+    def _store(self, obs, action, next_obs, reward: float, terminated: bool, truncated: bool) -> None:
+        """Dict observations go to the buffer as they are (end-to-end); frozen mode stores flat states."""
+        buf = self.agent.replay_buffer
+        if self.agent.use_dict_buffer:
+            buf.add(obs_dict=obs, action=action, next_obs_dict=next_obs, reward=reward,
+                    done=terminated, truncated=truncated)
+        else:
+            buf.add(state=self.agent.flatten_obs(obs), action=action, next_state=self.agent.flatten_obs(next_obs),
+                    reward=reward, done=terminated, truncated=truncated)
+
+    def _end_episode(self, episode: EpisodeTracker, info: dict) -> dict[str, Any]:
+        self.episodes += 1
+        summary = episode.summary(info)
+        self.log.record("episode", self.step, {"episode": self.episodes, **summary})
+        self.log.scalars("train", self.step, {
+            "episode_reward": summary["reward"], "episode_length": summary["length"],
+            "episode_speed_kmh": summary["mean_speed_kmh"], "collisions": summary["collisions"],
+            "lane_invasions": summary["lane_invasions"], "route_completion": summary["route_completion"],
+        })
+        self.log.scalars("rewards", self.step, episode.components)
+        if self.debug:
+            self.log.console(f"[EPISODE {self.episodes}] step={self.step} reward={summary['reward']:.1f} "
+                             f"length={summary['length']} speed={summary['mean_speed_kmh']:.1f} km/h "
+                             f"end={summary['termination_reason']}")
+        return summary
+
+    def _log_update(self, stats: dict[str, Any]) -> None:
+        values = {k: _scalar(v) for k, v in stats.items()}
+        values["expl_noise"] = self.noise(self.step)
+        cnn = self.agent.cnn_diagnostics() if self.agent.cnn_trainable else None
+        self.log.scalars("train", self.step, {k: v for k, v in values.items() if "grad_norm" not in k})
+        self.log.scalars("gradients", self.step, {k: v for k, v in values.items() if "grad_norm" in k})
+        if cnn is not None:
+            self.log.scalars("cnn", self.step, {
+                "weight_change": cnn["weight_change_total"],
+                "feature_norm_mean": cnn["feature_norm_mean"],
+                "feature_norm_max": cnn["feature_norm_max"],
+            })
+        self.log.record("train", self.step, {"updates": self.updates, **values})
+        for report in self.health.check(values, cnn, self.updates):
+            text = f"[HEALTH] {report.problem}: {report.message}"
+            self.log.console(text)
+            self.log.record("health", self.step, {"problem": report.problem, "message": report.message,
+                                                   "active": report.active})
+        if self.debug and cnn is not None and (self.updates == 1 or self.updates % self.cfg.logging.debug_gradient_interval == 0):
+            self.log.console(format_gradient_table(cnn))
+
+    def _evaluate(self, episodes: int) -> EvaluationResult:
+        if self._eval_env is None:  # separate instance: evaluation never disturbs the training episode
+            self._eval_env = make_env(self.cfg)
+        result = evaluate(self._eval_env, lambda o: self.agent.select_action(o, noise=0.0),
+                          episodes, self.cfg.evaluation.seed)
+        agg = result.aggregate()
+        values = {k: v["mean"] for k, v in agg.items()}
+        self.last_eval = {"step": self.step, **values}
+        self.log.record("eval", self.step, values)
+        self.log.scalars("eval", self.step, values)
+        self.log.console(f"[EVAL] step={self.step} reward={values['episode_reward']:.1f} "
+                         f"success={100 * values['success_rate']:.0f}% "
+                         f"completion={100 * values['route_completion']:.0f}% "
+                         f"speed={values['mean_speed_kmh']:.1f} km/h")
+        if values["episode_reward"] > self.best_eval_reward:
+            self.best_eval_reward = values["episode_reward"]
+            self.save(self.ckpt_dir / "best.pt")
+        return result
+
+    def close(self) -> None:
+        self.env.close()
+        if self._eval_env is not None:
+            self._eval_env.close()
+
+    # -- checkpoints --------------------------------------------------------------------------------
+    def save(self, path: Path | None = None) -> Path:
+        path = path or self.ckpt_dir / ckpt.LATEST
+        if self.cfg.training.save_buffer and path.name == ckpt.LATEST:
+            self.agent.replay_buffer.save(self.ckpt_dir / ckpt.BUFFER)
+        return ckpt.save_checkpoint(path, {
+            "algo": self.algo,
+            "config": self.cfg.to_dict(),
+            "agent": self.agent.state_dict(),
+            "trainer": {"step": self.step, "updates": self.updates, "episodes": self.episodes,
+                        "best_eval_reward": self.best_eval_reward, "update_credit": self._update_credit,
+                        "start_timesteps": self.start_timesteps},
+            "explorer": self.explorer.state_dict(),
+            "rng": ckpt.capture_rng(self.rng),
+        })
+
+    def _restore(self, path: Path) -> None:
+        data = ckpt.load_checkpoint(path)
+        self.agent.load_state_dict(data["agent"])
+        t = data["trainer"]
+        self.step, self.updates, self.episodes = t["step"], t["updates"], t["episodes"]
+        self.best_eval_reward, self._update_credit = t["best_eval_reward"], t["update_credit"]
+        self.start_timesteps = t["start_timesteps"]
+        self.noise.start = self.start_timesteps
+        self.explorer.load_state_dict(data["explorer"])
+        ckpt.restore_rng(data["rng"], self.rng)
+        buffer_file = Path(path).parent / ckpt.BUFFER
+        if self.cfg.training.save_buffer and buffer_file.is_file():
+            self.agent.replay_buffer = type(self.agent.replay_buffer).load(buffer_file, device=self.device)
+            print(f"[TRAIN] replay buffer restored: {len(self.agent.replay_buffer)} transitions")
+        _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        print(f"[TRAIN] resumed from {path} at step {self.step} ({self.updates} updates, {self.episodes} episodes)")
+
+    def _summary(self, steps: int, updates: int, env_time: float, update_time: float, wall: float,
+                 final: Path) -> dict[str, Any]:
+        from av_td3.training.run_logger import read_metrics
+
+        episodes = [r for r in read_metrics(self.run_dir) if r["type"] == "episode"]
+        cnn = self.agent.cnn_diagnostics() if self.agent.cnn_trainable else None
+        ev = self.last_eval or {}
+        return {
+            "algo": self.algo,
+            "total_timesteps": self.step,
+            "updates": self.updates,
+            "episodes": self.episodes,
+            "mean_episode_reward": _mean(e["reward"] for e in episodes),
+            "mean_episode_length": _mean(e["length"] for e in episodes),
+            "mean_speed_kmh": _mean(e["mean_speed_kmh"] for e in episodes),
+            "eval_success_rate": ev.get("success_rate"),
+            "eval_route_completion": ev.get("route_completion"),
+            "eval_mean_reward": ev.get("episode_reward"),
+            "eval_mean_speed_kmh": ev.get("mean_speed_kmh"),
+            "cnn_weight_change": cnn["weight_change_total"] if cnn else 0.0,
+            "env_steps_per_s": steps / env_time if env_time > 0 else None,
+            "updates_per_s": updates / update_time if update_time > 0 else None,
+            "wall_time_s": wall,
+            "checkpoint": str(final),
+            "run_dir": str(self.run_dir),
+        }
+
+
+# --------------------------------------------------------------------------------------------------
+class _SignalFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the current step."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, _frame) -> None:
+        if self.signum is not None:  # a second Ctrl-C: the user really wants out
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def restore(self) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+
+
+def _seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _scalar(v: Any) -> Any:
+    if hasattr(v, "item") and getattr(v, "numel", lambda: 1)() == 1:
+        return v.item()
+    return v
+
+
+def _mean(values) -> float | None:
+    vals = [float(v) for v in values]
+    return float(np.mean(vals)) if vals else None
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop records written after the checkpoint (they will be produced again)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue
+    path.write_text("".join(line + "\n" for line in keep))
