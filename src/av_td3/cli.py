@@ -53,6 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    cmp_ = sub.add_parser("compare", help="evaluate several policies on the same seeded episodes")
+    cmp_.add_argument("--checkpoint", dest="checkpoints", action="append", default=[], metavar="NAME=PATH",
+                      help="a policy to compare, e.g. TD3=runs/x (repeatable)")
+    cmp_.add_argument("--classical", action="store_true", help="include the PID + pure-pursuit controller")
+    cmp_.add_argument("--scenario", type=int, choices=(0, 1, 2), default=0)
+    cmp_.add_argument("--episodes", type=int, default=10)
+    cmp_.add_argument("--seed", type=int, default=None, help="first episode seed (default: evaluation.seed)")
+    cmp_.add_argument("--env", choices=("town", "carla"), default=None)
+    cmp_.add_argument("--output", type=Path, default=Path("comparison"))
+    cmp_.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    cmp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
     rep = sub.add_parser("report", help="markdown report with learning curves for a run directory")
     rep.add_argument("run_dir", type=Path)
     return parser
@@ -84,7 +96,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report}[args.command](args)
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
+                "report": cmd_report}[args.command](args)
     except _user_errors() as exc:
         print(f"av-td3: error: {exc}", file=sys.stderr)
         return 2
@@ -180,32 +193,30 @@ def _evaluation_video(trainer, run_dir: Path) -> Path:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from av_td3.training.checkpoint import find_checkpoint, load_checkpoint
+    from av_td3.training.checkpoint import find_checkpoint
     from av_td3.training.evaluation import evaluate
-    from av_td3.training.setup import build_agent, make_env, resolve_device
+    from av_td3.training.policies import load_checkpoint_policy
+    from av_td3.training.setup import make_env
 
     path = find_checkpoint(args.checkpoint, ".", None)
-    saved = load_checkpoint(path)
     overrides = list(args.overrides)
     if args.scenario is not None:
         overrides.append(f"env.scenario={args.scenario}")
     if args.env is not None:
         overrides.append(f"env.name={args.env}")
-    cfg = load_config(None, overrides, base=saved["config"])
+    policy, cfg, algo = load_checkpoint_policy(path, overrides, args.device)
     episodes = args.episodes or cfg.evaluation.num_episodes
     seed = cfg.evaluation.seed if args.seed is None else args.seed
-    device = resolve_device(args.device)
-    env = make_env(cfg)
-    agent = build_agent(cfg, env.observation_space, device, algo=saved.get("algo", "td3"), verbose=False)
-    agent.load_state_dict(saved["agent"])
-    policy = lambda o: agent.select_action(o, noise=0.0)  # noqa: E731
 
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     out = args.output or run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
-    result = evaluate(env, policy, episodes, seed)
-    env.close()
-    title = f"{saved.get('algo', 'td3').upper()} on {cfg.env.name} scenario {cfg.env.scenario} ({path.name})"
+    env = make_env(cfg)
+    try:
+        result = evaluate(env, policy, episodes, seed)
+    finally:
+        env.close()
+    title = f"{algo.upper()} on {cfg.env.name} scenario {cfg.env.scenario} ({path.name})"
     (out / "eval.json").write_text(result.to_json())
     (out / "eval.md").write_text(result.to_markdown(title))
     print(result.to_markdown(title))
@@ -215,6 +226,38 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         video = record_episodes(cfg, policy, out / f"eval_video.{cfg.evaluation.video_format}", episodes, seed)
         print(f"[EVAL] video: {video}")
     print(f"[EVAL] results: {out / 'eval.json'}, {out / 'eval.md'}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from av_td3.report.comparison import compare_policies, write_comparison
+    from av_td3.training.policies import load_checkpoint_policy
+    from av_td3.training.setup import make_env
+
+    if not args.checkpoints and not args.classical:
+        raise UsageError("nothing to compare: pass --checkpoint NAME=PATH (repeatable) and/or --classical")
+    overrides = [f"env.scenario={args.scenario}", *args.overrides]
+    if args.env is not None:
+        overrides.append(f"env.name={args.env}")
+    policies, cfg = {}, None
+    for item in args.checkpoints:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--checkpoint {item!r} must look like NAME=PATH, e.g. TD3=runs/my_run")
+        if name in policies:
+            raise UsageError(f"policy name {name!r} given twice")
+        policies[name], run_cfg, _ = load_checkpoint_policy(path, overrides, args.device)
+        cfg = cfg or run_cfg  # the env settings of the first run define the episodes
+    cfg = cfg or load_config(None, overrides)
+    if args.classical:
+        from av_td3.baselines.classical import make_classical_policy
+
+        policies["Classical"] = make_classical_policy(cfg)
+    seed = cfg.evaluation.seed if args.seed is None else args.seed
+    comparison = compare_policies(policies, lambda: make_env(cfg), args.episodes, seed, args.scenario)
+    paths = write_comparison(comparison, args.output)
+    print(comparison.to_markdown())
+    print(f"[COMPARE] {paths['json']}, {paths['markdown']}")
     return 0
 
 

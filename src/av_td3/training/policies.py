@@ -1,0 +1,35 @@
+"""Turning a saved checkpoint into a policy ``obs -> action`` for evaluation and comparison."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from av_td3.config import Config, load_config
+
+Policy = Callable[[dict], np.ndarray]
+
+
+def load_checkpoint_policy(path: str | Path, overrides: list[str] | tuple[str, ...] = (), device: str = "auto",
+                           observation_space=None) -> tuple[Policy, Config, str]:
+    """Load a training checkpoint (file or run directory) as a deterministic policy.
+
+    Returns ``(policy, config, algo)``; ``config`` is the run's saved config with ``overrides`` applied
+    (e.g. another scenario), so evaluation env and agent match what was trained.
+    """
+    from av_td3.training.checkpoint import find_checkpoint, load_checkpoint
+    from av_td3.training.setup import build_agent, make_env, resolve_device
+
+    path = find_checkpoint(path, ".", None)
+    saved = load_checkpoint(path)
+    cfg = load_config(None, list(overrides), base=saved["config"])
+    algo = saved.get("algo", "td3")
+    if observation_space is None:
+        env = make_env(cfg)
+        observation_space = env.observation_space
+        env.close()
+    agent = build_agent(cfg, observation_space, resolve_device(device), algo=algo, verbose=False)
+    agent.load_state_dict(saved["agent"])
+    return (lambda obs: agent.select_action(obs, noise=0.0)), cfg, algo
