@@ -53,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     ev.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    base = sub.add_parser("baseline", help="evaluate the classical PID + pure-pursuit controller")
+    base.add_argument("--scenario", type=int, choices=(0, 1, 2), default=0)
+    base.add_argument("--episodes", type=int, default=10)
+    base.add_argument("--seed", type=int, default=None, help="first episode seed (default: evaluation.seed)")
+    base.add_argument("--env", choices=("town", "carla"), default=None)
+    base.add_argument("--config", type=Path, default=None)
+    base.add_argument("--video", action="store_true")
+    base.add_argument("--output", type=Path, default=Path("baseline"))
+    base.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
     cmp_ = sub.add_parser("compare", help="evaluate several policies on the same seeded episodes")
     cmp_.add_argument("--checkpoint", dest="checkpoints", action="append", default=[], metavar="NAME=PATH",
                       help="a policy to compare, e.g. TD3=runs/x (repeatable)")
@@ -97,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
+                "baseline": cmd_baseline,
                 "report": cmd_report}[args.command](args)
     except _user_errors() as exc:
         print(f"av-td3: error: {exc}", file=sys.stderr)
@@ -226,6 +237,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         video = record_episodes(cfg, policy, out / f"eval_video.{cfg.evaluation.video_format}", episodes, seed)
         print(f"[EVAL] video: {video}")
     print(f"[EVAL] results: {out / 'eval.json'}, {out / 'eval.md'}")
+    return 0
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from av_td3.baselines.classical import make_classical_policy
+    from av_td3.training.evaluation import evaluate
+    from av_td3.training.setup import make_env
+
+    overrides = [f"env.scenario={args.scenario}", *args.overrides]
+    if args.env is not None:
+        overrides.append(f"env.name={args.env}")
+    cfg = load_config(args.config, overrides)
+    seed = cfg.evaluation.seed if args.seed is None else args.seed
+    policy = make_classical_policy(cfg)
+    env = make_env(cfg)
+    try:
+        result = evaluate(env, policy, args.episodes, seed)
+    finally:
+        env.close()
+    args.output.mkdir(parents=True, exist_ok=True)
+    title = f"Classical PID + pure pursuit on {cfg.env.name} scenario {cfg.env.scenario}"
+    (args.output / "eval.json").write_text(result.to_json())
+    (args.output / "eval.md").write_text(result.to_markdown(title))
+    print(result.to_markdown(title))
+    if args.video:
+        from av_td3.report.video import record_episodes
+
+        print(f"[BASELINE] video: {record_episodes(cfg, policy, args.output / f'baseline.{cfg.evaluation.video_format}', args.episodes, seed)}")
+    print(f"[BASELINE] results: {args.output / 'eval.json'}, {args.output / 'eval.md'}")
     return 0
 
 

@@ -22,6 +22,7 @@ from typing import Any, Literal, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from av_td3.baselines.config import ClassicalConfig
 from av_td3.envs.carla.config import CarlaConfig
 from av_td3.envs.config import EnvConfig, RewardConfig
 
@@ -125,6 +126,7 @@ class Config(StrictModel):
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    classical: ClassicalConfig = Field(default_factory=ClassicalConfig)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":

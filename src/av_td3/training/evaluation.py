@@ -16,6 +16,9 @@ import numpy as np
 from scipy import stats
 
 Policy = Callable[[dict], np.ndarray]
+"""A policy maps an observation to an action. A stateful controller may also define ``reset(env)``
+(called at each episode start) and set ``wants_info = True`` to be called as ``policy(obs, info)``
+with the previous step's ``info`` (privileged state such as ``obstacle_distance_m``)."""
 FrameCallback = Callable[[Any, dict, np.ndarray, float, dict], None]  # (env, obs, action, reward, info)
 
 
@@ -43,6 +46,9 @@ class EpisodeMetrics:
 def run_episode(env, policy: Policy, seed: int, on_step: FrameCallback | None = None) -> EpisodeMetrics:
     """Play one episode with ``policy`` (no exploration noise, no buffer writes)."""
     obs, info = env.reset(seed=seed)
+    if hasattr(policy, "reset"):
+        policy.reset(env)
+    wants_info = getattr(policy, "wants_info", False)
     if on_step is not None:
         on_step(env, obs, np.zeros(2, np.float32), 0.0, info)
     total, steps = 0.0, 0
@@ -51,7 +57,7 @@ def run_episode(env, policy: Policy, seed: int, on_step: FrameCallback | None = 
     components: dict[str, float] = {}
     prev_speed = prev_accel = None
     while True:
-        action = policy(obs)
+        action = policy(obs, info) if wants_info else policy(obs)
         obs, reward, terminated, truncated, info = env.step(action)
         total += float(reward)
         steps += 1
