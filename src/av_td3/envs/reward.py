@@ -1,0 +1,148 @@
+"""The shared driving reward, used unchanged by every driving backend (town, CARLA, ...).
+
+``DrivingReward(cfg, target_speed_mps, lateral_limit_m)(RewardInputs(...))`` returns
+``(total, components)`` where ``components`` maps each name in ``COMPONENTS`` to its WEIGHTED value and
+``total == sum(components.values())``. The env puts ``components`` into ``info["reward_components"]``.
+
+Terms (raw value per 0.05 s step, before the weight ``RewardConfig.<name>``; defaults in brackets):
+
+``efficiency`` [w = 1.0], raw in ``[-1, 1]``. With ``u = speed * cos(heading error) / target_speed``
+    (speed ALONG the route, so spinning or driving across the route earns ~0)::
+
+        u <= 0: -min(u^2, 1)      0 < u <= 1: u^2      u > 1: max(1 - 2 (u - 1), -1)
+
+    Why quadratic below the target: over a fixed route the per-METRE efficiency reward is
+    ``r(u) / u``; a linear ``r`` would pay the same for the route at any speed below the target, so
+    ``u^2`` makes the target speed the best per metre and per step.
+``progress`` [w = 1.0], raw = metres gained along the route this step, clipped to ``[-2, 2]``
+    (about +0.42 per step at 30 km/h; negative when driving back along the route).
+``lane_keeping`` [w = 0.5], raw in ``[-1, 0]``:
+    ``-(0.5 min(|lateral| / lateral_limit, 1) + 0.5 min(|heading error| / (pi/2), 1))``.
+``comfort`` [w = 0.1], raw in ``[-1, 0]``:
+    ``-(0.5 min(|jerk| / JERK_SCALE_MPS3, 1) + 0.5 min(|steer change|, 1))``.
+``safety`` [w = 1.0], raw in ``[-(collision_penalty + off_road_penalty + lane_invasion_penalty + 1), 0]``:
+    ``-(collision_penalty * collision + off_road_penalty * off_road
+       + lane_invasion_penalty * lane_invasion + proximity)`` with
+    ``proximity = clip(1 - ttc / ttc_threshold_s, 0, 1)``. Collision and off-road end the episode, so
+    they are paid once; a lane invasion is paid on each step the footprint touches a marking.
+``goal`` [goal_bonus = 10], ``goal_bonus`` on the single step the goal is reached, else 0.
+
+Scale check with the defaults (route of ~280 m at 30 km/h = ~670 steps): following the route at the
+target speed earns ~+1.4 per step, ~+960 per episode; standing still earns 0 per step (and is truncated
+as stalled); spinning ~0 or less; leaving the road costs 10 once and ends the episode. A collision
+(-10) is ~7 steps of good driving plus the lost future: a deterrent that does not dwarf everything
+else (earlier systems paid ~+7 per step vs -177 for one event).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from av_td3.envs.config import RewardConfig
+
+__all__ = ["COMPONENTS", "DrivingReward", "RewardInputs", "JERK_SCALE_MPS3", "MAX_PROGRESS_STEP_M"]
+
+#: Names of the reward terms, in the order they appear in ``info["reward_components"]``.
+COMPONENTS = ("efficiency", "progress", "lane_keeping", "comfort", "safety", "goal")
+#: Jerk that saturates the comfort penalty, m/s^3 (full throttle to full brake in one step is ~260).
+JERK_SCALE_MPS3 = 50.0
+#: Per-step clip of the progress term, m (guards against a projection jump paying a windfall).
+MAX_PROGRESS_STEP_M = 2.0
+#: Slope of the efficiency penalty above the target speed (1.5x target -> 0, 2x target -> -1).
+_OVERSPEED_SLOPE = 2.0
+
+
+@dataclass(frozen=True)
+class RewardInputs:
+    """One step's quantities, in SI units, as measured by any backend.
+
+    Attributes:
+        speed_mps: ego speed (>= 0), m/s.
+        heading_error_rad: ego yaw - route tangent, radians (any range; wrapped by the caller).
+        lateral_deviation_m: signed lateral deviation from the lane centre, m.
+        progress_delta_m: route progress gained this step, m.
+        jerk_mps3: longitudinal jerk, m/s^3.
+        steer_change: |steer_t - steer_{t-1}| of the action, in [0, 2].
+        collision / off_road / lane_invasion: events of this step.
+        ttc_s: time-to-collision with the vehicle ahead, s (large when none).
+        goal_reached: True only on the step the goal is first reached.
+    """
+
+    speed_mps: float
+    heading_error_rad: float
+    lateral_deviation_m: float
+    progress_delta_m: float
+    jerk_mps3: float = 0.0
+    steer_change: float = 0.0
+    collision: bool = False
+    off_road: bool = False
+    lane_invasion: bool = False
+    ttc_s: float = math.inf
+    goal_reached: bool = False
+
+
+class DrivingReward:
+    """Weighted sum of the reward terms documented in the module docstring.
+
+    Args:
+        cfg: weights and event penalties (``RewardConfig``).
+        target_speed_mps: the speed the efficiency term peaks at, m/s (> 0).
+        lateral_limit_m: lateral deviation that saturates the lane-keeping term, m (> 0); the env uses its
+            off-road limit so the penalty is full just before the episode ends.
+    """
+
+    def __init__(self, cfg: RewardConfig, target_speed_mps: float, lateral_limit_m: float):
+        if target_speed_mps <= 0 or lateral_limit_m <= 0:
+            raise ValueError(
+                f"target_speed_mps and lateral_limit_m must be > 0, got {target_speed_mps}, {lateral_limit_m}"
+            )
+        self.cfg = cfg
+        self.target_speed_mps = float(target_speed_mps)
+        self.lateral_limit_m = float(lateral_limit_m)
+
+    def raw_terms(self, x: RewardInputs) -> dict[str, float]:
+        """Unweighted terms (see the module docstring for each range)."""
+        cfg = self.cfg
+        u = x.speed_mps * math.cos(x.heading_error_rad) / self.target_speed_mps
+        if u <= 0.0:
+            efficiency = -min(u * u, 1.0)
+        elif u <= 1.0:
+            efficiency = u * u
+        else:
+            efficiency = max(1.0 - _OVERSPEED_SLOPE * (u - 1.0), -1.0)
+        progress = min(max(x.progress_delta_m, -MAX_PROGRESS_STEP_M), MAX_PROGRESS_STEP_M)
+        lane = -0.5 * min(abs(x.lateral_deviation_m) / self.lateral_limit_m, 1.0) - 0.5 * min(
+            abs(x.heading_error_rad) / (0.5 * math.pi), 1.0
+        )
+        comfort = -0.5 * min(abs(x.jerk_mps3) / JERK_SCALE_MPS3, 1.0) - 0.5 * min(abs(x.steer_change), 1.0)
+        proximity = min(max(1.0 - x.ttc_s / cfg.ttc_threshold_s, 0.0), 1.0)
+        safety = -(
+            cfg.collision_penalty * float(x.collision)
+            + cfg.off_road_penalty * float(x.off_road)
+            + cfg.lane_invasion_penalty * float(x.lane_invasion)
+            + proximity
+        )
+        return {
+            "efficiency": efficiency,
+            "progress": progress,
+            "lane_keeping": lane,
+            "comfort": comfort,
+            "safety": safety,
+            "goal": 1.0 if x.goal_reached else 0.0,
+        }
+
+    def __call__(self, x: RewardInputs) -> tuple[float, dict[str, float]]:
+        """Return ``(total, weighted components)`` for one step."""
+        raw = self.raw_terms(x)
+        cfg = self.cfg
+        weights = {
+            "efficiency": cfg.efficiency,
+            "progress": cfg.progress,
+            "lane_keeping": cfg.lane_keeping,
+            "comfort": cfg.comfort,
+            "safety": cfg.safety,
+            "goal": cfg.goal_bonus,
+        }
+        comps = {k: float(weights[k] * raw[k]) for k in COMPONENTS}
+        return float(sum(comps.values())), comps

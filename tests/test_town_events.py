@@ -1,0 +1,146 @@
+"""Scripted situations in the town: collision, lane invasion, off-road, goal, obstacle/TTC, traffic."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from av_td3.baselines.pure_pursuit import PurePursuit
+from av_td3.envs.town.env import TownEnv
+from av_td3.envs.town.map import get_town_map
+
+
+def _drive(env: TownEnv, action, max_steps: int = 1000):
+    """Repeat ``action`` (or call it on obs) until the episode ends; returns the list of infos."""
+    obs, info = env.reset(seed=0)
+    infos = [info]
+    for _ in range(max_steps):
+        a = action(obs) if callable(action) else np.asarray(action, dtype=np.float32)
+        obs, _, term, trunc, info = env.step(a)
+        infos.append(info | {"terminated": term, "truncated": trunc})
+        if term or trunc:
+            break
+    return infos
+
+
+def _parked_ahead(env: TownEnv, metres: float) -> int:
+    """Reset, then park an NPC ``metres`` ahead of the ego on its lane (default route's first lane)."""
+    lanes, s0, _ = env.map.default_route()
+    return env.traffic.add_vehicle(lanes[0], s0 + metres, parked=True)
+
+
+def test_driving_into_an_npc_is_a_collision():
+    env = TownEnv(npc_count=0)
+    env.reset(seed=0)
+    _parked_ahead(env, 25.0)
+    for _ in range(300):
+        _, r, term, trunc, info = env.step(np.array([0.0, 0.6], dtype=np.float32))
+        if term or trunc:
+            break
+    assert term and info["collision"] and info["termination_reason"] == "collision"
+    assert not info["success"]
+    assert info["reward_components"]["safety"] <= -env.reward_cfg.collision_penalty
+
+
+def test_obstacle_distance_and_ttc_ahead():
+    env = TownEnv(npc_count=0)
+    _, info = env.reset(seed=0)
+    assert info["obstacle_distance_m"] == 1e3 and info["ttc_s"] == 1e3
+    _parked_ahead(env, 30.0)
+    for _ in range(20):
+        _, _, _, _, info = env.step(np.array([0.0, 0.8], dtype=np.float32))
+    gap = 30.0 - info["distance_m"] - 0.5 * (4.69 + 4.6)
+    assert info["obstacle_distance_m"] == pytest.approx(gap, abs=0.2)
+    assert info["ttc_s"] == pytest.approx(gap / (info["speed_kmh"] / 3.6), rel=0.05)
+
+
+def test_crossing_the_centre_line_is_a_lane_invasion():
+    env = TownEnv(npc_count=0)
+    infos = _drive(env, [-0.08, 0.4], max_steps=400)  # drift left, toward the opposite lane
+    hits = [i for i in infos if i["lane_invasion"]]
+    assert hits, "drifting across the centre line must report a lane invasion"
+    assert hits[0]["lateral_deviation_m"] < -0.3  # it happened on the LEFT (centre-line) side
+    assert hits[0]["reward_components"]["safety"] < 0
+    assert not infos[1]["lane_invasion"]  # the start, centred in the lane, is clean
+
+
+def test_leaving_the_road_terminates_off_road():
+    env = TownEnv(npc_count=0)
+    infos = _drive(env, [0.3, 0.5], max_steps=400)  # veer right, over the kerb
+    last = infos[-1]
+    assert last["terminated"] and last["off_road"] and last["termination_reason"] == "off_road"
+    assert last["lateral_deviation_m"] > 0  # right of the lane centre
+    assert last["reward_components"]["safety"] <= -env.reward_cfg.off_road_penalty
+
+
+def test_lateral_limit_alone_terminates_off_road():
+    env = TownEnv(npc_count=0, off_road_lateral_m=0.5)
+    last = _drive(env, [-0.05, 0.4], max_steps=400)[-1]
+    assert last["termination_reason"] == "off_road"
+    assert abs(last["lateral_deviation_m"]) > 0.5
+
+
+def test_pure_pursuit_completes_the_default_route():
+    env = TownEnv(npc_count=0)
+    pp = PurePursuit(wheelbase_m=env.wheelbase_m, target_speed_kmh=env.cfg.target_speed_kmh)
+    infos = _drive(env, pp)
+    last = infos[-1]
+    assert last["success"] and last["termination_reason"] == "goal_reached"
+    assert last["route_completion"] >= 0.99
+    assert max(abs(i["lateral_deviation_m"]) for i in infos) < 1.0
+    assert 250.0 <= last["route_length_m"] <= 300.0
+
+
+def test_stall_truncates():
+    env = TownEnv(npc_count=0, stall_steps=30)
+    last = _drive(env, [0.0, -1.0], max_steps=100)[-1]
+    assert last["truncated"] and not last["terminated"] and last["termination_reason"] == "stalled"
+    assert last["steps"] == 30
+
+
+def test_step_limit_truncates():
+    env = TownEnv(npc_count=0, max_episode_steps=40)
+    last = _drive(env, [0.0, 0.3], max_steps=100)[-1]
+    assert last["truncated"] and last["termination_reason"] == "time_limit" and last["steps"] == 40
+
+
+def test_default_route_has_turns_and_random_routes_are_seeded():
+    town = get_town_map()
+    lanes, _, _ = town.default_route()
+    assert sum(town.lanes[i].turn != "straight" for i in lanes) >= 2
+    env = TownEnv(npc_count=0, route="random")
+    lengths = []
+    for seed in (1, 1, 2):
+        env.reset(seed=seed)
+        lengths.append((env.route.length_m, env.route.waypoints[0].tobytes()))
+    assert lengths[0] == lengths[1] and lengths[0] != lengths[2]
+    assert 100.0 <= lengths[0][0] <= 300.0
+
+
+def test_npcs_spawn_away_from_the_ego_and_keep_moving_without_overlaps():
+    env = TownEnv(scenario=2, stall_steps=10_000)
+    for seed in range(3):
+        env.reset(seed=seed)
+        t, v = env.traffic, env.vehicle
+        assert t.n == 100
+        assert np.hypot(t.x - v.x, t.y - v.y).min() >= 20.0
+    start = np.stack([t.x, t.y], 1).copy()
+    for _ in range(300):
+        env.step(np.array([0.0, -1.0], dtype=np.float32))  # ego waits at the start
+        d = np.hypot(t.x[:, None] - t.x[None], t.y[:, None] - t.y[None])
+        np.fill_diagonal(d, np.inf)
+        assert d.min() > 2.5  # NPCs never drive into each other
+    moved = np.hypot(*(np.stack([t.x, t.y], 1) - start).T)
+    assert np.median(moved) > 30.0  # traffic flows (15 s of driving)
+
+
+def test_vehicle_follows_carla_steer_sign():
+    env = TownEnv(npc_count=0)
+    env.reset(seed=0)
+    yaw0 = env.vehicle.yaw
+    for _ in range(20):
+        env.step(np.array([0.5, 0.5], dtype=np.float32))
+    assert env.vehicle.yaw < yaw0  # positive steer turns right (clockwise)
+    assert math.isclose(env.vehicle.params.length_m, 4.69) and math.isclose(env.vehicle.params.width_m, 1.85)
