@@ -1,0 +1,261 @@
+"""The ego's sensors and their observation managers: RGB camera -> grayscale frames, collision,
+lane invasion and obstacle events.
+
+CARLA delivers sensor data on its own threads through ``sensor.listen(callback)``. The callbacks here
+only store what arrived (under a lock); the env's thread turns it into observations after each tick:
+``wait_image(frame)`` blocks until the camera image of that simulation frame arrived, and
+``pop_events()`` returns (and clears) the events since the previous call.
+
+Frames: the camera is mounted in the ego frame (x forward, y right, z up, metres; CARLA convention).
+Sensors must be ``stop()``ped before ``destroy()`` (a destroyed sensor that is still listening keeps
+its stream open on the server and the client).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: ITU-R BT.601 luma weights in CARLA's BGRA byte order (B, G, R).
+_LUMA_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def area_resize_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """``(n_out, n_in)`` matrix that averages input cells over each output cell (exact area resampling).
+
+    Output cell i covers input interval ``[i * n_in / n_out, (i + 1) * n_in / n_out)``; each input
+    cell contributes its overlap with that interval, rows sum to 1.
+    """
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    scale = n_in / n_out
+    for i in range(n_out):
+        lo, hi = i * scale, (i + 1) * scale
+        for j in range(int(math.floor(lo)), min(int(math.ceil(hi)), n_in)):
+            m[i, j] = min(hi, j + 1) - max(lo, j)
+    m /= m.sum(axis=1, keepdims=True)
+    m.setflags(write=False)  # shared by every resizer (cached)
+    return m
+
+
+def _taps(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A banded resize matrix as ``(taps, n_out)`` input indices and weights (zero-padded)."""
+    nz = [np.flatnonzero(row) for row in m]
+    taps = max(len(k) for k in nz)
+    idx = np.zeros((taps, len(m)), dtype=np.intp)
+    w = np.zeros((taps, len(m)), dtype=np.float32)
+    for i, k in enumerate(nz):
+        idx[: len(k), i] = k
+        w[: len(k), i] = m[i, k]
+    return idx, w
+
+
+class GrayscaleResizer:
+    """BGRA ``(h, w, 4)`` uint8 camera image -> grayscale ``(H, W)`` uint8 (BT.601 luma, then area resize).
+
+    The area resize is separable and banded (each output cell covers <= a few input cells), so it runs
+    as a few element-wise multiply-adds instead of matrix products: BLAS would spread such small
+    products over threads, which is far slower on a busy machine (several envs, a trainer).
+    """
+
+    def __init__(self, in_hw: tuple[int, int], out_hw: tuple[int, int]):
+        self.in_hw, self.out_hw = tuple(in_hw), tuple(out_hw)
+        self._row_idx, self._row_w = _taps(area_resize_matrix(out_hw[0], in_hw[0]))
+        self._col_idx, self._col_w = _taps(area_resize_matrix(out_hw[1], in_hw[1]))
+
+    def __call__(self, bgra: np.ndarray) -> np.ndarray:
+        if bgra.shape[:2] != self.in_hw:
+            raise ValueError(f"camera image is {bgra.shape[:2]}, expected {self.in_hw} (h, w)")
+        c = bgra.astype(np.float32)
+        gray = c[..., 0] * _LUMA_BGR[0] + c[..., 1] * _LUMA_BGR[1] + c[..., 2] * _LUMA_BGR[2]
+        rows = sum(w[:, None] * gray[i] for i, w in zip(self._row_idx, self._row_w))
+        out = sum(w[None, :] * rows[:, i] for i, w in zip(self._col_idx, self._col_w))
+        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def image_to_bgra(image: Any) -> np.ndarray:
+    """``carla.Image`` (raw_data: BGRA bytes, row-major) -> ``(height, width, 4)`` uint8 view."""
+    return np.frombuffer(image.raw_data, dtype=np.uint8).reshape(int(image.height), int(image.width), 4)
+
+
+@dataclass
+class SensorEvents:
+    """What the event sensors reported since the last ``pop_events()``.
+
+    Attributes:
+        collision: the ego hit something.
+        collision_with: blueprint id of the other actor of the first collision ('' if none).
+        lane_invasion: the ego crossed a lane marking.
+        obstacle_distance_m: nearest obstacle ahead (obstacle sensor), m; ``inf`` if none was seen.
+        obstacle_actor: the actor of that nearest obstacle (for its velocity -> time to collision), or None.
+    """
+
+    collision: bool = False
+    collision_with: str = ""
+    lane_invasion: bool = False
+    obstacle_distance_m: float = math.inf
+    obstacle_actor: Any = None
+
+
+@dataclass(frozen=True)
+class CameraSpec:
+    """Camera blueprint attributes and mount (ego frame: x forward, z up, metres; pitch degrees)."""
+
+    width: int = 256
+    height: int = 144
+    fov_deg: float = 90.0
+    x_m: float = 1.6
+    z_m: float = 1.5
+    pitch_deg: float = 0.0
+
+
+class SensorSuite:
+    """Spawns the camera (unless ``camera`` is None), collision, lane-invasion and obstacle sensors on the ego.
+
+    Args:
+        world: the ``carla.World``.
+        api: the ``carla`` module (or the stand-in's).
+        ego: the vehicle to attach to.
+        camera: camera spec, or None when the server does not render (no-rendering mode): frames are black.
+        out_hw: grayscale frame size ``(H, W)`` of the contract.
+        obstacle_distance_m: obstacle sensor range, m.
+        obstacle_x_m: obstacle sensor mount ahead of the ego origin (its front bumper), m, so that the
+            reported distance is a bumper-to-obstacle gap like ``task.StepEvents.obstacle_distance_m``.
+    """
+
+    def __init__(
+        self,
+        world: Any,
+        api: Any,
+        ego: Any,
+        camera: CameraSpec | None,
+        out_hw: tuple[int, int],
+        obstacle_distance_m: float,
+        obstacle_x_m: float = 2.4,
+    ):
+        self._lock = threading.Lock()
+        self._images: "queue.Queue[Any]" = queue.Queue()
+        self._events = SensorEvents()
+        self.sensors: list[Any] = []
+        self.out_hw = tuple(out_hw)
+        self.camera_spec = camera
+        self.last_bgra: np.ndarray | None = None
+        self._resize = GrayscaleResizer((camera.height, camera.width), out_hw) if camera else None
+        library = world.get_blueprint_library()
+        try:
+            if camera is not None:
+                bp = library.find("sensor.camera.rgb")
+                bp.set_attribute("image_size_x", str(camera.width))
+                bp.set_attribute("image_size_y", str(camera.height))
+                bp.set_attribute("fov", str(camera.fov_deg))
+                bp.set_attribute("sensor_tick", "0.0")  # one image per simulation step
+                mount = api.Transform(api.Location(x=camera.x_m, z=camera.z_m), api.Rotation(pitch=camera.pitch_deg))
+                self._attach(world, bp, mount, ego, self._images.put)
+            self._attach(world, library.find("sensor.other.collision"), api.Transform(), ego, self._on_collision)
+            self._attach(world, library.find("sensor.other.lane_invasion"), api.Transform(), ego, self._on_lane_invasion)
+            bp = library.find("sensor.other.obstacle")
+            bp.set_attribute("distance", str(obstacle_distance_m))
+            bp.set_attribute("only_dynamics", "true")  # vehicles, not kerbs and walls
+            bp.set_attribute("sensor_tick", "0.0")
+            self._attach(world, bp, api.Transform(api.Location(x=obstacle_x_m, z=0.7)), ego, self._on_obstacle)
+        except Exception:
+            self.destroy()  # half-built suites must not leak sensors
+            raise
+
+    # --- construction / destruction -------------------------------------------------------------
+    def _attach(self, world: Any, bp: Any, transform: Any, ego: Any, callback: Any) -> None:
+        sensor = world.spawn_actor(bp, transform, attach_to=ego)
+        self.sensors.append(sensor)
+        sensor.listen(callback)
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(s.id) for s in self.sensors]
+
+    def stop(self) -> None:
+        """Stop every sensor's stream (client side; safe when the server is gone)."""
+        for sensor in self.sensors:
+            try:
+                sensor.stop()
+            except RuntimeError:
+                pass
+
+    def destroy(self) -> list[int]:
+        """``stop()`` then ``destroy()`` every sensor; returns the ids the server did not confirm destroyed
+        (the caller batch-destroys those later, so they cannot leak)."""
+        self.stop()
+        left = []
+        for sensor in self.sensors:
+            try:
+                if not sensor.destroy():
+                    left.append(int(sensor.id))
+            except RuntimeError:
+                left.append(int(sensor.id))
+        self.sensors = []
+        return left
+
+    # --- callbacks (CARLA's threads) -------------------------------------------------------------
+    def _on_collision(self, event: Any) -> None:
+        with self._lock:
+            if not self._events.collision:
+                other = getattr(event, "other_actor", None)
+                self._events.collision_with = str(getattr(other, "type_id", "")) if other is not None else ""
+            self._events.collision = True
+
+    def _on_lane_invasion(self, event: Any) -> None:
+        with self._lock:
+            self._events.lane_invasion = True
+
+    def _on_obstacle(self, event: Any) -> None:
+        with self._lock:
+            d = float(event.distance)
+            if d < self._events.obstacle_distance_m:
+                self._events.obstacle_distance_m = d
+                self._events.obstacle_actor = event.other_actor
+
+    # --- observation managers (env thread) -------------------------------------------------------
+    def pop_events(self) -> SensorEvents:
+        with self._lock:
+            events, self._events = self._events, SensorEvents()
+        return events
+
+    def clear(self) -> None:
+        """Forget events and queued images (after spawning: the ego settling is not a collision)."""
+        self.pop_events()
+        while True:
+            try:
+                self._images.get_nowait()
+            except queue.Empty:
+                break
+
+    def wait_image(self, frame: int, timeout_s: float) -> np.ndarray:
+        """Grayscale ``(H, W)`` uint8 frame of simulation frame ``frame`` (black without a camera).
+
+        Raises:
+            RuntimeError: no image of that frame arrived within ``timeout_s`` (treated as a server fault).
+        """
+        if self._resize is None:
+            return np.zeros(self.out_hw, dtype=np.uint8)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                image = self._images.get(timeout=max(remaining, 0.0))
+            except queue.Empty:
+                raise RuntimeError(f"camera image of frame {frame} did not arrive within {timeout_s:g} s") from None
+            if int(image.frame) >= frame:  # older images were for frames already consumed
+                self.last_bgra = image_to_bgra(image)
+                return self._resize(self.last_bgra)
+
+    def last_rgb(self) -> np.ndarray | None:
+        """Last camera image as ``(h, w, 3)`` RGB uint8 (for ``render()``), or None."""
+        if self.last_bgra is None:
+            return None
+        return self.last_bgra[..., 2::-1].copy()

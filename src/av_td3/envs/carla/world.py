@@ -1,0 +1,126 @@
+"""The simulated world of one connection: town, synchronous settings, Traffic Manager, restore on close.
+
+The env drives the server in synchronous mode with a fixed step of ``contract.STEP_SECONDS`` (0.05 s,
+20 Hz): the server advances exactly one step per ``tick()``, so one env step is one simulated step
+whatever the machine's speed. The Traffic Manager must run synchronously too (else NPCs are
+computed against stale frames) and is seeded for repeatable traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from av_td3.envs.contract import STEP_SECONDS
+
+logger = logging.getLogger(__name__)
+
+
+def map_basename(name: str) -> str:
+    """``'Carla/Maps/Town01'`` -> ``'Town01'`` (the server reports map names as paths)."""
+    return str(name).rstrip("/").split("/")[-1]
+
+
+def tm_port_for(server_port: int, env_index: int, tm_port: int | None) -> int:
+    """Traffic Manager port of env ``env_index``: ``(tm_port or server_port + 6000) + env_index``.
+
+    Every TM needs its own port; deriving it from the (already per-env) server port keeps parallel
+    envs apart, and adding the index keeps them apart even when ``tm_port`` is given explicitly.
+    """
+    return (tm_port if tm_port is not None else server_port + 6000) + env_index
+
+
+@dataclass
+class SyncWorld:
+    """A world in synchronous mode and its Traffic Manager.
+
+    Attributes:
+        client: the connected client.
+        world: ``carla.World`` (or stand-in) in synchronous mode.
+        map: the town's ``carla.Map``.
+        tm: ``carla.TrafficManager`` on ``tm_port``.
+        original_settings: the ``WorldSettings`` found when this env first connected (restored on close).
+        timeout_s: tick time-out, seconds.
+    """
+
+    client: Any
+    world: Any
+    map: Any
+    tm: Any
+    tm_port: int
+    original_settings: Any
+    timeout_s: float
+    frame: int = field(default=0)
+
+    @classmethod
+    def open(
+        cls,
+        client: Any,
+        *,
+        town: str,
+        tm_port: int,
+        seed: int,
+        no_rendering: bool,
+        timeout_s: float,
+        load_timeout_s: float,
+        original_settings: Any = None,
+    ) -> "SyncWorld":
+        """Load ``town`` if needed, switch to synchronous fixed-step settings, start a synchronous TM.
+
+        ``original_settings``: settings captured by an earlier connection of the same env (after a
+        fault the server may still carry *our* synchronous settings, which must not become the ones
+        restored on close).
+        """
+        world = client.get_world()
+        if original_settings is None:
+            original_settings = world.get_settings()
+        cmap = world.get_map()  # the client downloads the whole OpenDRIVE map: fetch it once
+        if map_basename(cmap.name) != town:
+            current = world.get_settings()
+            if current.synchronous_mode:
+                # a world left synchronous by another (crashed) client waits for ticks; loading a map in
+                # that state has hung in several CARLA releases, so release it first
+                current.synchronous_mode = False
+                world.apply_settings(current)
+            logger.info("CARLA: loading %s (up to %.0f s)", town, load_timeout_s)
+            client.set_timeout(load_timeout_s)  # loading a town takes far longer than one RPC
+            try:
+                world = client.load_world(town)
+            finally:
+                client.set_timeout(timeout_s)
+            cmap = world.get_map()
+        settings = world.get_settings()
+        settings.synchronous_mode = True
+        settings.fixed_delta_seconds = STEP_SECONDS
+        settings.no_rendering_mode = bool(no_rendering)
+        world.apply_settings(settings)
+        tm = client.get_trafficmanager(tm_port)
+        tm.set_synchronous_mode(True)  # in the same client that ticks, right after the world (CARLA docs)
+        tm.set_random_device_seed(int(seed))
+        return cls(client, world, cmap, tm, tm_port, original_settings, timeout_s)
+
+    def tick(self) -> int:
+        """Advance one fixed step; returns the new frame id. Raises ``RuntimeError`` on time-out."""
+        self.frame = int(self.world.tick(self.timeout_s))
+        return self.frame
+
+    def reseed(self, seed: int) -> None:
+        self.tm.set_random_device_seed(int(seed))
+
+    def restore(self) -> None:
+        """Put the TM back to asynchronous mode and the world back to its original settings (best effort)."""
+        restore_settings(self.world, self.tm, self.original_settings)
+
+
+def restore_settings(world: Any, tm: Any, original_settings: Any) -> None:
+    """TM asynchronous, then the world's original settings; failures are logged, not raised (the server
+    may be gone, and then there is nothing left to restore)."""
+    for what, fn in (
+        ("traffic manager", lambda: tm.set_synchronous_mode(False)),
+        ("world settings", lambda: world.apply_settings(original_settings)),
+    ):
+        try:
+            fn()
+        except RuntimeError as exc:
+            logger.warning("CARLA: could not restore the %s: %s", what, exc)
