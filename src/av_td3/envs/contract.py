@@ -41,6 +41,9 @@ IMAGE_SHAPE = (4, 84, 84)
 #: Size of the NatureCNN feature vector.
 CNN_FEATURE_DIM = 512
 
+#: NPC vehicles per ``--scenario`` (the seed's numbering), on every backend.
+SCENARIO_NPCS = {0: 20, 1: 50, 2: 100}
+
 #: Keys present in ``info`` after every ``reset()`` and ``step()``, on every backend.
 INFO_KEYS = (
     "speed_kmh",

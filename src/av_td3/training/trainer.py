@@ -89,12 +89,11 @@ class Trainer:
         self.device = device
         self.debug = debug
         self.algo = algo
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
-
         _seed_everything(cfg.training.seed)
         self.rng = np.random.default_rng(cfg.training.seed)
-        self.env = make_env(cfg)
+        self.env = make_env(cfg)  # first: a missing CARLA server fails here, before a run dir exists
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
         self._eval_env = None
         self.agent = build_agent(cfg, self.env.observation_space, device, algo=algo)
         self.explorer = RandomExplorer(cfg.exploration, self.rng)

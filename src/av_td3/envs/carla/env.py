@@ -43,6 +43,7 @@ from av_td3.envs.carla.route_planner import PlannedRoute, RoutePlanner
 from av_td3.envs.carla.sensors import CameraSpec, SensorSuite
 from av_td3.envs.carla.world import SyncWorld, restore_settings, tm_port_for
 from av_td3.envs.contract import (
+    SCENARIO_NPCS,
     STEP_SECONDS,
     FrameStack,
     action_to_controls,
@@ -55,8 +56,6 @@ from av_td3.envs.task import NO_OBSTACLE_DISTANCE_M, NO_OBSTACLE_TTC_S, DrivingT
 
 logger = logging.getLogger(__name__)
 
-#: NPC vehicles of scenarios 0 / 1 / 2 (the seed's numbering); ``env.npc_count`` overrides.
-SCENARIO_NPCS = (20, 50, 100)
 #: The ego spawns this high above the road (CARLA drops it onto the surface), m.
 SPAWN_LIFT_M = 0.3
 

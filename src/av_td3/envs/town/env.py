@@ -18,6 +18,7 @@ import numpy as np
 
 from av_td3.config import Config
 from av_td3.envs.contract import (
+    SCENARIO_NPCS,
     STEP_SECONDS,
     FrameStack,
     action_to_controls,
@@ -34,8 +35,6 @@ from av_td3.envs.town.vehicle import Vehicle, VehicleParams
 
 __all__ = ["TownEnv", "SCENARIO_NPCS"]
 
-#: NPC vehicles per scenario (the seed's numbering).
-SCENARIO_NPCS = {0: 20, 1: 50, 2: 100}
 #: Size of ``render()`` frames (RGB, top-down chase view), pixels.
 RENDER_SIZE = 256
 
