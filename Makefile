@@ -28,6 +28,7 @@ bench: install
 	$(PY) benchmarks/buffer_memory.py
 	$(PY) benchmarks/td3_updates.py
 	$(PY) benchmarks/env_speed.py
+	$(PY) benchmarks/classical_baseline.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info
