@@ -43,6 +43,12 @@ class StrictModel(BaseModel):
 class CNNConfig(StrictModel):
     learning_rate: float = Field(1e-4, gt=0, le=1, description="Adam learning rate of the CNN encoder.")
     feature_dim: int = Field(512, ge=1, le=8192, description="NatureCNN output size.")
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="CNN compute precision (weights, optimizer and MLPs stay float32): bfloat16 autocast is "
+        "~1.4x faster per update on CPUs with native bf16 (avx512_bf16/AMX) and on bf16 GPUs; auto = bfloat16 "
+        "where native, else float32.",
+    )
 
 
 class MLPConfig(StrictModel):

@@ -40,7 +40,8 @@ def build_agent(cfg: Config, observation_space: gymnasium.spaces.Dict, device: s
     from av_td3.agents.td3 import TD3Agent
 
     image_shape = observation_space["image"].shape
-    cnn = NatureCNN(input_channels=image_shape[0], feature_dim=cfg.networks.cnn.feature_dim)
+    cnn = NatureCNN(input_channels=image_shape[0], feature_dim=cfg.networks.cnn.feature_dim,
+                    image_size=tuple(image_shape[1:]))
     end_to_end = cfg.algorithm.use_end_to_end_cnn
     agent_cls = TD3Agent
     if algo == "ddpg":

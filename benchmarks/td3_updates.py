@@ -1,0 +1,175 @@
+"""TD3 gradient updates per second: ours vs Stable-Baselines3 ``TD3("MultiInputPolicy")``, in one run.
+
+Both: batch 256, NatureCNN with 512 features, MLP 256-256, observation ``image`` uint8 (4, 84, 84) +
+``vector`` float32 (23,), replay buffer pre-filled with random episodes, same torch thread count,
+timed after warm-up. Ours: the default config (``critic`` encoder mode, random shift pad 4, 3-step
+returns, ``networks.cnn.precision: auto``, i.e. bfloat16 autocast for the CNN where the CPU has native
+bf16), the same in plain float32 (like SB3), and ``separate`` mode. SB3: ``model.train(gradient_steps=N, batch_size=256)``.
+Timed in alternating blocks (each system in turn, repeated), so a load spike from another process
+hits all of them; the median block of each is reported, every block is listed.
+
+Prints one JSON object. Usage::
+
+    python benchmarks/td3_updates.py [--rounds 3] [--updates 10] [--sb3-updates 5] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from av_td3.envs.contract import FrameStack, make_observation_space
+
+BATCH = 256
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def random_episodes(space, n: int, seed: int = 0, episode_len: int = 200):
+    """Yield ``(obs, action, next_obs, reward, terminated)`` over random-pixel episodes (consistent stacks)."""
+    rng = np.random.default_rng(seed)
+    k, h, w = space["image"].shape
+    vdim = space["vector"].shape[0]
+    stack = FrameStack(k)
+    image = stack.reset(rng.integers(0, 256, (h, w), dtype=np.uint8))
+    vector = rng.standard_normal(vdim).astype(np.float32)
+    t = 0
+    for _ in range(n):
+        next_image = stack.push(rng.integers(0, 256, (h, w), dtype=np.uint8))
+        next_vector = rng.standard_normal(vdim).astype(np.float32)
+        t += 1
+        done = t % episode_len == 0
+        yield ({"image": image, "vector": vector}, rng.uniform(-1, 1, 2).astype(np.float32),
+               {"image": next_image, "vector": next_vector}, float(rng.standard_normal()), done)
+        image, vector = next_image, next_vector
+        if done:
+            image = stack.reset(rng.integers(0, 256, (h, w), dtype=np.uint8))
+
+
+def rate(run, n: int) -> tuple[float, float]:
+    """``run(n)`` (n updates) -> (updates per wall-clock second, process CPU seconds per update)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    run(n)
+    return n / (time.perf_counter() - t0), (time.process_time() - c0) / n
+
+
+def ours(space, mode: str, buffer: int, precision: str = "auto"):
+    """``run(n)``: n updates of our agent (default config but ``mode`` encoder and CNN ``precision``)."""
+    from av_td3 import NatureCNN, TD3Agent
+
+    torch.manual_seed(0)
+    cfg = {"algorithm": {"encoder_mode": mode}, "training": {"buffer_size": buffer},
+           "networks": {"cnn": {"precision": precision}}}
+    agent = TD3Agent(535, 2, 1.0, cnn_extractor=NatureCNN(4, 512), use_dict_buffer=True, config=cfg,
+                     observation_space=space)
+    for obs, action, next_obs, reward, done in random_episodes(space, buffer):
+        agent.replay_buffer.add(obs_dict=obs, action=action, next_obs_dict=next_obs, reward=reward, done=done)
+    def run(n: int) -> None:
+        for _ in range(n):
+            agent.train(BATCH)  # returns tensors: no host sync inside the timed loop
+
+    return run
+
+
+def sb3(space, buffer: int):
+    """``run(n)``: n updates of SB3's TD3 (same widths and batch) via ``model.train(gradient_steps=n)``."""
+    import gymnasium as gym
+    from stable_baselines3 import TD3
+    from stable_baselines3.common.logger import configure
+
+    class Env(gym.Env):
+        observation_space = space
+        action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            return self.observation_space.sample(), 0.0, False, False, {}
+
+    torch.manual_seed(0)
+    model = TD3("MultiInputPolicy", Env(), buffer_size=buffer, batch_size=BATCH, learning_starts=0, device="cpu",
+                policy_kwargs={"net_arch": [256, 256], "features_extractor_kwargs": {"cnn_output_dim": 512}})
+    model.set_logger(configure(None, []))
+    for obs, action, next_obs, reward, done in random_episodes(space, buffer):
+        batch = {k: v[None] for k, v in obs.items()}, {k: v[None] for k, v in next_obs.items()}  # n_envs = 1
+        model.replay_buffer.add(*batch, action[None], np.array([reward]), np.array([done]), [{}])
+    return lambda n: model.train(gradient_steps=n, batch_size=BATCH)
+
+
+def _auto_precision() -> str:
+    from av_td3.agents.networks import cnn_compute_dtype
+
+    return "float32" if cnn_compute_dtype("auto", "cpu") is None else "bfloat16"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="alternating timed blocks per system")
+    parser.add_argument("--updates", type=int, default=10, help="updates of ours per block")
+    parser.add_argument("--sb3-updates", type=int, default=5, help="updates of SB3 per block")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--buffer", type=int, default=5000, help="transitions pre-filled in each buffer")
+    parser.add_argument("--skip-separate", action="store_true")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    space = make_observation_space(4, 84, 84)
+    systems = {"ours_critic": (ours(space, "critic", args.buffer), args.updates),
+               "sb3_td3": (sb3(space, args.buffer), args.sb3_updates),
+               "ours_critic_float32": (ours(space, "critic", args.buffer, "float32"), args.updates)}
+    if not args.skip_separate:
+        systems["ours_separate"] = (ours(space, "separate", args.buffer), args.updates)
+    for run, _ in systems.values():
+        run(args.warmup)
+    # Alternating blocks: load from other processes hits every system alike; the median block is reported.
+    blocks = {name: [] for name in systems}
+    cpu = {name: [] for name in systems}
+    for _ in range(args.rounds):
+        for name, (run, n) in systems.items():
+            updates_per_s, cpu_s = rate(run, n)
+            blocks[name].append(updates_per_s)
+            cpu[name].append(cpu_s)
+
+    result: dict = {f"{name}_updates_per_s": round(statistics.median(r), 3) for name, r in blocks.items()}
+    sb3_rate = statistics.median(blocks["sb3_td3"])
+    result["ratio_ours_critic_vs_sb3"] = round(statistics.median(blocks["ours_critic"]) / sb3_rate, 3)
+    result["ratio_ours_critic_float32_vs_sb3"] = round(statistics.median(blocks["ours_critic_float32"]) / sb3_rate, 3)
+    if "ours_separate" in blocks:
+        result["ratio_ours_separate_vs_sb3"] = round(statistics.median(blocks["ours_separate"]) / sb3_rate, 3)
+    result["blocks_updates_per_s"] = {name: [round(x, 3) for x in r] for name, r in blocks.items()}
+    # CPU time is less sensitive than wall time to other processes sharing the cores.
+    result["cpu_seconds_per_update_median"] = {name: round(statistics.median(c), 4) for name, c in cpu.items()}
+    import stable_baselines3
+
+    result["setup"] = {"batch_size": BATCH, "obs": "image uint8 (4,84,84) + vector float32 (23,)",
+                       "cnn_features": 512, "mlp": [256, 256], "buffer_prefill": args.buffer,
+                       "ours_config": "defaults (critic encoder, image_pad 4, n_step 3, CNN precision auto)",
+                       "ours_cnn_precision_auto_resolves_to": _auto_precision(),
+                       "rounds": args.rounds, "updates_per_block": {"ours": args.updates, "sb3": args.sb3_updates},
+                       "warmup": args.warmup}
+    result["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                         "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
+                         "cuda": torch.cuda.is_available(), "load_avg_1min": round(os.getloadavg()[0], 2)}
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
