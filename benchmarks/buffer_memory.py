@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 
@@ -28,6 +26,7 @@ import torch
 
 from av_td3 import DictReplayBuffer
 from av_td3.envs.contract import FrameStack, make_action_space, make_observation_space
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 GOAL_BYTES = 7_500
 BATCH = 256
@@ -153,7 +152,7 @@ def main() -> int:
     result = {
         "benchmark": "buffer_memory",
         "observation": "image (4, 84, 84) uint8 + vector (23,) float32, action (2,) float32",
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__},
+        "machine": {**machine_info(), "numpy": np.__version__},
         "ours": ours(args.fill, args.repeats),
         "sb3_dict_replay_buffer": sb3(args.sb3_fill, args.repeats),
         "seed_design": seed_design(),

@@ -17,8 +17,6 @@ import collections
 import datetime
 import json
 import math
-import os
-import platform
 import sys
 import time
 
@@ -26,6 +24,7 @@ from av_td3.baselines.classical import make_classical_policy
 from av_td3.config import load_config
 from av_td3.envs.town.env import TownEnv
 from av_td3.training.evaluation import evaluate
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 #: Aggregate metrics reported (keys of ``EvaluationResult.aggregate()``).
 REPORTED = ("success_rate", "route_completion", "mean_speed_kmh", "collisions_per_km", "lane_invasions_per_km",
@@ -36,15 +35,6 @@ def _finite(x: float) -> float | None:
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run_setting(cfg, scenario: int, npc_count: int | None, episodes: int, seed: int) -> dict:
@@ -85,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "classical_baseline",
         "env": "town", "route": "default", "seed": seed,
         "classical": cfg.classical.model_dump(),
-        "machine": {"platform": platform.platform(), "cpu": _cpu_name(), "cpus": os.cpu_count(),
-                    "python": sys.version.split()[0]},
+        "machine": machine_info(),
         "date": datetime.date.today().isoformat(),
         "results": {name: run_setting(cfg, scenario, npcs, args.episodes, seed) for name, scenario, npcs in settings},
     }

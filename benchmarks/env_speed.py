@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # highway-env renders its observation off-screen
@@ -26,6 +25,7 @@ import numpy as np  # noqa: E402
 
 import av_td3  # noqa: E402,F401  (registers av_td3/Town-v0)
 from av_td3.baselines.pure_pursuit import PurePursuit  # noqa: E402
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 TARGETS = {"town_scenario_0": 1000.0, "town_scenario_2": 500.0}
 
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
             summary[f"speedup_vs_highway_{n}_vehicles"] = round(ours / ref, 1)
     doc = {
         "benchmark": "env_speed",
-        "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
+        "machine": machine_info(),
         "image": [4, 84, 84],
         "results": results,
         "summary": summary,

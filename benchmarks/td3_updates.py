@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 
@@ -26,19 +25,11 @@ import numpy as np
 import torch
 
 from av_td3.envs.contract import FrameStack, make_observation_space
+from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 BATCH = 256
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def random_episodes(space, n: int, seed: int = 0, episode_len: int = 200):
@@ -165,9 +156,8 @@ def main() -> None:
                        "ours_cnn_precision_auto_resolves_to": _auto_precision(),
                        "rounds": args.rounds, "updates_per_block": {"ours": args.updates, "sb3": args.sb3_updates},
                        "warmup": args.warmup}
-    result["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                         "torch": torch.__version__, "stable_baselines3": stable_baselines3.__version__,
-                         "cuda": torch.cuda.is_available(), "load_avg_1min": round(os.getloadavg()[0], 2)}
+    result["machine"] = {**machine_info(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+                         "stable_baselines3": stable_baselines3.__version__, "cuda": torch.cuda.is_available()}
     print(json.dumps(result, indent=2))
 
 

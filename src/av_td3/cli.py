@@ -8,7 +8,6 @@ exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
