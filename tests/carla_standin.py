@@ -432,6 +432,7 @@ class Actor:
 
 class Vehicle(Actor):
     LENGTH_M, WIDTH_M, WHEELBASE_M, MAX_STEER_DEG = 4.8, 2.0, 2.9, 70.0
+    TRACK_M, WHEEL_RADIUS_M = 1.6, 0.35
 
     def __init__(self, *args: Any, **kw: Any):
         super().__init__(*args, **kw)
@@ -449,6 +450,21 @@ class Vehicle(Actor):
 
     def get_control(self) -> Any:
         return self.control
+
+    def get_physics_control(self) -> Any:
+        """Only ``wheels`` (FL, FR, RL, RR), each with ``max_steer_angle`` (deg, rear 0) and ``position``:
+        the wheel's world position in CENTIMETRES, as CARLA 0.9.x reports it."""
+        self._server._rpc()
+        t = self.get_transform()
+        yaw = math.radians(t.rotation.yaw)
+        wheels = []
+        for fwd, steer in ((self.WHEELBASE_M / 2, self.MAX_STEER_DEG), (-self.WHEELBASE_M / 2, 0.0)):
+            for side in (-self.TRACK_M / 2, self.TRACK_M / 2):  # left is -y in CARLA's left-handed frame
+                x = t.location.x + fwd * math.cos(yaw) - side * math.sin(yaw)
+                y = t.location.y + fwd * math.sin(yaw) + side * math.cos(yaw)
+                position = Vector3D(x=100 * x, y=100 * y, z=100 * (t.location.z + self.WHEEL_RADIUS_M))
+                wheels.append(types.SimpleNamespace(max_steer_angle=steer, position=position))
+        return types.SimpleNamespace(wheels=wheels)
 
     def set_autopilot(self, enabled: bool = True, port: int = 8000) -> None:
         self._server._rpc()

@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import time
+import types
 
 import gymnasium
 from gymnasium.utils.env_checker import check_env
@@ -144,6 +145,25 @@ def test_reset_obs_info_and_spaces(env, server):
     assert cam._transform.rotation.pitch == pytest.approx(Config().env.camera.pitch_deg)
     kinds = sorted(s.type_id for s in server.sensors())
     assert kinds == ["sensor.camera.rgb", "sensor.other.collision", "sensor.other.lane_invasion", "sensor.other.obstacle"]
+
+
+def test_ego_geometry_from_physics_control_reaches_the_classical_controller(env, server, monkeypatch):
+    from av_td3.baselines.classical import make_classical_policy
+    from carla_standin import Vehicle
+
+    env.reset(seed=0)  # wheel positions are world centimetres; the ego may face any way
+    assert env.wheelbase_m == pytest.approx(Vehicle.WHEELBASE_M)
+    assert env.max_steer_rad == pytest.approx(math.radians(Vehicle.MAX_STEER_DEG))
+    controller = make_classical_policy()
+    controller.reset(env)
+    assert (controller.wheelbase_m, controller.max_steer_rad) == (env.wheelbase_m, env.max_steer_rad)
+    # a server whose physics control cannot be read: the documented fallback (2.875 m, 35 deg)
+    monkeypatch.setattr(Vehicle, "get_physics_control", lambda self: types.SimpleNamespace(wheels=[]))
+    env.reset(seed=1)
+    assert (env.wheelbase_m, env.max_steer_rad) == (2.875, pytest.approx(math.radians(35.0)))
+    monkeypatch.delattr(Vehicle, "get_physics_control")
+    env.reset(seed=2)
+    assert env.wheelbase_m == 2.875
 
 
 @pytest.mark.parametrize("scenario", [0, 1, 2])

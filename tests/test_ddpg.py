@@ -141,6 +141,9 @@ def test_save_load_round_trip(tmp_path):
         make().load_state_dict(make(TD3Agent).state_dict())
     with pytest.raises(ValueError, match="critic"):
         make(TD3Agent).load_state_dict(agent.state_dict())
+    with pytest.raises(ValueError, match="holds a DDPG agent .* load it with DDPGAgent / --algo ddpg"):
+        make(TD3Agent).load_state_dict(agent.state_dict())
+    assert make(TD3Agent).state_dict()["algo"] == "td3" and agent.state_dict()["algo"] == "ddpg"
 
 
 def test_train_algo_ddpg_smoke(tmp_path, capsys):

@@ -18,19 +18,16 @@ config carries other values.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from av_td3.agents.diagnostics import grad_norm
 from av_td3.agents.networks import mlp
 from av_td3.agents.td3 import TD3Agent
 
 __all__ = ["DDPGAgent", "SingleCritic"]
-
-ALGO = "ddpg"
 
 
 class SingleCritic(nn.Module):
@@ -54,7 +51,11 @@ class DDPGAgent(TD3Agent):
     """DDPG with an end-to-end CNN; takes exactly ``TD3Agent``'s arguments (see its docstring).
 
     ``train()`` returns the same statistics as TD3's on every call, ``actor_loss`` included (no delay).
+    Only the critic (``_make_critic``), its loss (``critic_loss``) and the TD target differ from TD3;
+    ``ALGO`` makes ``state_dict()``/``load_state_dict()`` refuse a TD3 state by name.
     """
+
+    ALGO = "ddpg"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -69,48 +70,19 @@ class DDPGAgent(TD3Agent):
                   "(configs/ddpg.yaml sets them to 1 and 0)")
 
     # ------------------------------------------------------------------------------------------------
-    def _build_networks(self, nets) -> None:
-        super()._build_networks(nets)
-        # Swap TD3's twin critic for one Q network; actor, encoders and their targets stay as built.
-        self.critic = SingleCritic(self.state_dim, self.action_dim, nets.critic.hidden_layers).to(self.device)
-        self.critic_target = self._target(self.critic)
+    def _make_critic(self, state_dim: int, action_dim: int, hidden: list[int]) -> nn.Module:
+        return SingleCritic(state_dim, action_dim, hidden)
 
     def td_target(self, next_obs: Any, reward: torch.Tensor, not_done: torch.Tensor, discount: Any) -> torch.Tensor:
         """``r + not_done * discount * Q'(s', pi'(s'))``, shape (B, 1): no noise, no min over two critics.
 
         ``not_done`` is 0 only for ``terminated``; ``discount`` is gamma^m of the buffer's m-step window.
         """
-        next_state = self.encoder_target(next_obs)
-        actor_next = next_state if self.actor_encoder_target is None else self.actor_encoder_target(next_obs)
-        next_q = self.critic_target(next_state, self.actor_target(actor_next))
-        return reward + not_done * discount * next_q
+        next_state, actor_next = self._target_features(next_obs)
+        return reward + not_done * discount * self.critic_target(next_state, self.actor_target(actor_next))
 
-    def update_critic(self, state: torch.Tensor, action: torch.Tensor,
-                      target_q: torch.Tensor) -> dict[str, torch.Tensor]:
-        """MSE of the one Q head to ``target_q``; steps the critic and (end to end) the critic's CNN."""
+    def critic_loss(self, state: torch.Tensor, action: torch.Tensor,
+                    target_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(MSE of the one Q head to target_q, its Q values (B, 1))``."""
         q = self.critic(state, action)
-        loss = F.mse_loss(q, target_q)
-        for opt in self._critic_optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss.backward()
-        q = q.detach()
-        stats = {"critic_loss": loss.detach(), "q_mean": q.mean(), "q_min": q.min(), "q_max": q.max(),
-                 "target_q_mean": target_q.mean(),
-                 "critic_grad_norm": grad_norm(self.critic.parameters(), self.max_grad_norm)}
-        if self.cnn_trainable:
-            stats["cnn_grad_norm"] = grad_norm(self.cnn_extractor.parameters(), self.max_grad_norm)
-        for opt in self._critic_optimizers:
-            opt.step()
-        stats.update(self._feature_stats(state.detach()))
-        return stats
-
-    # ------------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """``TD3Agent.state_dict()`` plus ``algo: "ddpg"``, so a TD3 state is refused with a clear error."""
-        return {**super().state_dict(), "algo": ALGO}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        if isinstance(state, Mapping) and state.get("algo", "td3") != ALGO:
-            raise ValueError(f"this is a {str(state.get('algo', 'td3')).upper()} agent state, not a DDPG one; "
-                             "load it with TD3Agent (or train with --algo ddpg)")
-        super().load_state_dict(state)
+        return F.mse_loss(q, target_q), q

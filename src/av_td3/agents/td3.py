@@ -87,7 +87,13 @@ class TD3Agent:
         device: torch device.
         observation_space: the env's ``Dict`` space; default: ``image`` uint8
             ``(cnn.input_channels, *cnn.image_size)`` and ``vector`` float32 ``(state_dim - feature_dim,)``.
+
+    Subclasses (``DDPGAgent``) change the algorithm through the hooks ``_make_critic``, ``critic_loss``
+    and ``td_target`` (with ``_target_features``), and set ``ALGO``, which ``state_dict()`` records and
+    ``load_state_dict()`` checks.
     """
+
+    ALGO = "td3"  # recorded in state_dict(); a state saved by another algorithm is refused by name
 
     def __init__(
         self,
@@ -166,7 +172,7 @@ class TD3Agent:
     def _build_networks(self, nets) -> None:
         s, a = self.state_dim, self.action_dim
         self.actor = Actor(s, a, nets.actor.hidden_layers, self.max_action).to(self.device)
-        self.critic = Critic(s, a, nets.critic.hidden_layers).to(self.device)
+        self.critic = self._make_critic(s, a, nets.critic.hidden_layers).to(self.device)
         self.encoder: nn.Module = nn.Identity()  # flat states pass through
         self.actor_encoder: nn.Module | None = None  # None: the actor reads the critic's features
         if self.cnn_extractor is not None:
@@ -184,6 +190,10 @@ class TD3Agent:
         self.actor_target, self.critic_target = self._target(self.actor), self._target(self.critic)
         self.encoder_target = self._target(self.encoder)
         self.actor_encoder_target = None if self.actor_encoder is None else self._target(self.actor_encoder)
+
+    def _make_critic(self, state_dim: int, action_dim: int, hidden: list[int]) -> nn.Module:
+        """The critic network: TD3's twin ``Critic`` (``forward -> (Q1, Q2)``, ``q1`` for the actor loss)."""
+        return Critic(state_dim, action_dim, hidden)
 
     @staticmethod
     def _target(module: nn.Module) -> nn.Module:
@@ -347,22 +357,32 @@ class TD3Agent:
         ``not_done`` is 0 only for ``terminated`` (a time-limit truncation still bootstraps); ``discount``
         is gamma^m for the m-step window the buffer summed into ``reward``.
         """
-        next_state = self.encoder_target(next_obs)
-        actor_next = next_state if self.actor_encoder_target is None else self.actor_encoder_target(next_obs)
+        next_state, actor_next = self._target_features(next_obs)
         noise = torch.randn(next_state.shape[0], self.action_dim, device=self.device, generator=self._gen)
         noise = (noise * self.policy_noise).clamp(-self.noise_clip, self.noise_clip)
         next_action = (self.actor_target(actor_next) + noise).clamp(-self.max_action, self.max_action)
         q1, q2 = self.critic_target(next_state, next_action)
         return reward + not_done * discount * torch.min(q1, q2)
 
-    def update_critic(self, state: torch.Tensor, action: torch.Tensor, target_q: torch.Tensor) -> dict[str, torch.Tensor]:
-        """MSE of both Q heads to ``target_q``; steps the critic and (end to end) the critic's CNN."""
+    def _target_features(self, next_obs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Target-encoder features of ``next_obs``: ``(critic's (B, S), actor's (B, S))`` (the same
+        tensor unless ``separate`` mode gives the actor its own target CNN)."""
+        next_state = self.encoder_target(next_obs)
+        return next_state, next_state if self.actor_encoder_target is None else self.actor_encoder_target(next_obs)
+
+    def critic_loss(self, state: torch.Tensor, action: torch.Tensor,
+                    target_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(MSE of both Q heads to target_q, every Q value (2B, 1) for the statistics)``."""
         q1, q2 = self.critic(state, action)
-        loss = F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q)
+        return F.mse_loss(q1, target_q) + F.mse_loss(q2, target_q), torch.cat([q1, q2])
+
+    def update_critic(self, state: torch.Tensor, action: torch.Tensor, target_q: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Minimises ``critic_loss``; steps the critic and (end to end) the critic's CNN."""
+        loss, q = self.critic_loss(state, action, target_q)
         for opt in self._critic_optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward()
-        q = torch.cat([q1, q2]).detach()
+        q = q.detach()
         stats = {"critic_loss": loss.detach(), "q_mean": q.mean(), "q_min": q.min(), "q_max": q.max(),
                  "target_q_mean": target_q.mean(),
                  "critic_grad_norm": grad_norm(self.critic.parameters(), self.max_grad_norm)}
@@ -462,6 +482,7 @@ class TD3Agent:
         cnn = self.cnn_extractor
         return {
             "format": CHECKPOINT_FORMAT,
+            "algo": self.ALGO,
             "init": {
                 "state_dim": self.state_dim, "action_dim": self.action_dim, "max_action": self.max_action,
                 "use_dict_buffer": self.use_dict_buffer,
@@ -485,6 +506,10 @@ class TD3Agent:
         """Restore ``state_dict()`` output into this agent (same mode and shapes)."""
         if not isinstance(state, Mapping) or state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"not a TD3Agent state (expected format {CHECKPOINT_FORMAT!r})")
+        saved_algo = str(state.get("algo", "td3"))  # states written before the key existed are TD3's
+        if saved_algo != self.ALGO:
+            raise ValueError(f"this checkpoint holds a {saved_algo.upper()} agent state, not a {self.ALGO.upper()} one "
+                             f"(its critic differs); load it with {saved_algo.upper()}Agent / --algo {saved_algo}")
         if state["encoder_mode"] != self.encoder_mode:
             raise ValueError(f"the saved agent used encoder mode '{state['encoder_mode']}' but this one uses "
                              f"'{self.encoder_mode}'; set algorithm.encoder_mode / use_end_to_end_cnn to match")

@@ -59,6 +59,14 @@ logger = logging.getLogger(__name__)
 #: The ego spawns this high above the road (CARLA drops it onto the surface), m.
 SPAWN_LIFT_M = 0.3
 
+#: Ego geometry used when the server's physics control does not give it (see ``vehicle_geometry``):
+#: a Tesla Model 3's wheelbase, m, and the town backend's wheel angle at full lock, degrees.
+FALLBACK_WHEELBASE_M = 2.875
+FALLBACK_MAX_STEER_DEG = 35.0
+#: A wheelbase read from the server outside this range (m) is taken as a misread (e.g. a unit change).
+PLAUSIBLE_WHEELBASE_M = (1.0, 10.0)
+_geometry_warned: list[bool] = []
+
 
 class CarlaEnv(gym.Env):
     """The contract's driving task (``contract.py``) against a CARLA server the user started.
@@ -76,6 +84,9 @@ class CarlaEnv(gym.Env):
             factory's ``carla_module`` or the real ``carla``.
         sleep: injectable wait used between reconnect attempts.
         **env_overrides: ``env`` config fields, e.g. ``npc_count=0`` or ``route="random"`` (as for ``TownEnv``).
+
+    Attributes ``wheelbase_m`` and ``max_steer_rad`` give the ego's geometry for classical controllers,
+    read from its physics control at every spawn (``vehicle_geometry``; fallback 2.875 m and 35 deg).
 
     The constructor connects once (one attempt of ``carla.timeout_s``) so that a missing server is
     reported at once with the command that starts one (``CarlaConnectionError``); a missing ``carla``
@@ -141,6 +152,7 @@ class CarlaEnv(gym.Env):
         self._default_routes: dict[str, PlannedRoute] = {}
         self._tm_seed = cfg.carla.tm_seed
         self._ego: Any = None
+        self.wheelbase_m, self.max_steer_rad = FALLBACK_WHEELBASE_M, math.radians(FALLBACK_MAX_STEER_DEG)
         self._sensors: SensorSuite | None = None
         self.route: Route | None = None
         self.planned_route: PlannedRoute | None = None
@@ -287,6 +299,7 @@ class CarlaEnv(gym.Env):
         # the route start first; a few waypoints on if something stands there
         candidates = [self._route_transform(planned, k) for k in range(0, min(4, len(planned.points) - 1))]
         self._ego, ego_at = spawn_ego(s.world, self.actors, self._ego_bp, candidates)
+        self.wheelbase_m, self.max_steer_rad = vehicle_geometry(self._ego)
         bb = self._ego.bounding_box
         self._sensors = SensorSuite(
             s.world, self._api, self._ego, self._camera,
@@ -392,6 +405,36 @@ class CarlaEnv(gym.Env):
             ttc = time_to_collision(gap, transform, speed_mps, ev.obstacle_actor)
         return StepEvents(collision=ev.collision, lane_invasion=ev.lane_invasion, off_road=off_road,
                           obstacle_distance_m=gap, ttc_s=ttc)
+
+
+def vehicle_geometry(vehicle: Any) -> tuple[float, float]:
+    """``(wheelbase m, max front-wheel angle rad)`` from ``vehicle.get_physics_control().wheels``.
+
+    CARLA 0.9.x lists the wheels front-left, front-right, rear-left, rear-right; ``position`` is the
+    wheel's WORLD position in centimetres (Unreal units, unlike the rest of the API; carla#2153) and
+    ``max_steer_angle`` is in degrees. The wheelbase is the distance between the front and rear axle
+    centres. When the control cannot be read (no such method, fewer than 4 wheels, a wheelbase outside
+    ``PLAUSIBLE_WHEELBASE_M``, no steered wheel) the fallback ``FALLBACK_WHEELBASE_M`` /
+    ``FALLBACK_MAX_STEER_DEG`` is used and logged. A ``RuntimeError`` (server time-out) propagates.
+    """
+    fallback = FALLBACK_WHEELBASE_M, math.radians(FALLBACK_MAX_STEER_DEG)
+    try:
+        wheels = list(vehicle.get_physics_control().wheels)
+        if len(wheels) < 4:
+            raise ValueError(f"{len(wheels)} wheels")
+        axle = [[sum(getattr(w.position, k) for w in pair) / 200.0 for k in "xyz"]  # cm -> m, mean of 2
+                for pair in (wheels[0:2], wheels[2:4])]
+        wheelbase = math.dist(*axle)
+        steer_deg = max(float(w.max_steer_angle) for w in wheels[0:2])
+        if not PLAUSIBLE_WHEELBASE_M[0] <= wheelbase <= PLAUSIBLE_WHEELBASE_M[1] or not 0.0 < steer_deg < 90.0:
+            raise ValueError(f"wheelbase {wheelbase:.3f} m, max steer {steer_deg:.1f} deg")
+    except (AttributeError, TypeError, ValueError) as exc:
+        log = logger.debug if _geometry_warned else logger.warning  # once per process, not every reset
+        _geometry_warned.append(True)
+        log("could not read the ego's geometry from its physics control (%s); using wheelbase "
+                       "%.3f m and max steer %.0f deg", exc, FALLBACK_WHEELBASE_M, FALLBACK_MAX_STEER_DEG)
+        return fallback
+    return wheelbase, math.radians(steer_deg)
 
 
 def time_to_collision(gap_m: float, ego_transform: Any, ego_speed_mps: float, other: Any) -> float:
