@@ -16,7 +16,9 @@ Prints one JSON object. Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 import os
 import statistics
 import time
@@ -67,8 +69,9 @@ def ours(space, mode: str, buffer: int, precision: str = "auto"):
     torch.manual_seed(0)
     cfg = {"algorithm": {"encoder_mode": mode}, "training": {"buffer_size": buffer},
            "networks": {"cnn": {"precision": precision}}}
-    agent = TD3Agent(535, 2, 1.0, cnn_extractor=NatureCNN(4, 512), use_dict_buffer=True, config=cfg,
-                     observation_space=space)
+    with contextlib.redirect_stdout(sys.stderr):  # the [AGENT] lines must not break the JSON on stdout
+        agent = TD3Agent(535, 2, 1.0, cnn_extractor=NatureCNN(4, 512), use_dict_buffer=True, config=cfg,
+                         observation_space=space)
     for obs, action, next_obs, reward, done in random_episodes(space, buffer):
         agent.replay_buffer.add(obs_dict=obs, action=action, next_obs_dict=next_obs, reward=reward, done=done)
     def run(n: int) -> None:

@@ -15,6 +15,7 @@ SCRIPT = str(ROOT / "scripts/train_td3.py")
         (["--set", "algorithm.batch_size=512", "--set", "training.buffer_size=100"], "batch_size <= buffer_size"),
         (["--config", "does/not/exist.yaml"], "config file not found"),
         (["--resume", "auto", "--log-dir", "empty_logs"], "no run with a checkpoint"),
+        (["--set", "training.buffer_size=100000000000"], "the largest max_size that fits is"),
     ],
 )
 def test_bad_input_exits_2(tmp_path, args, needle):

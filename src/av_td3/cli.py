@@ -114,9 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from av_td3.buffers import BufferTooLargeError
     from av_td3.io import CorruptFileError
 
-    errors: list[type[BaseException]] = [UsageError, ConfigError, CorruptFileError, FileNotFoundError]
+    errors: list[type[BaseException]] = [UsageError, ConfigError, CorruptFileError, FileNotFoundError,
+                                         BufferTooLargeError]
     try:
         from av_td3.envs.carla.errors import CarlaUnavailableError
 
