@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from av_td3.training.evaluation import METRICS, EvaluationResult, evaluate, format_value  # noqa: E402
+from av_td3.training.evaluation import METRICS, EvaluationResult, evaluate, format_value, label_with_unit  # noqa: E402
 
 #: Per-episode columns tested between policies.
 TESTED = (("reward", "episode reward"), ("route_completion", "route completion"))
@@ -73,7 +73,7 @@ class Comparison:
             for n in names:
                 a = aggs[n][key]
                 cells.append(f"{format_value(key, a['mean'])} [{format_value(key, a['ci_low'])}, {format_value(key, a['ci_high'])}]")
-            lines.append(f"| {label} ({unit}) | " + " | ".join(cells) + " |")
+            lines.append(f"| {label_with_unit(label, unit)} | " + " | ".join(cells) + " |")
         lines += ["", f"### Mann–Whitney U tests ({self.reference} vs each policy, two-sided)", "",
                   "| Other | Metric | U | p-value | median (ref) | median (other) |", "|---|---|---|---|---|---|"]
         for t in self.tests():
@@ -112,7 +112,7 @@ def plot_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
         err = np.vstack([np.where(finite, means - lows, 0), np.where(finite, highs - means, 0)])
         ax.bar(names, np.where(finite, means, 0), yerr=np.nan_to_num(err), capsize=6,
                color=plt.cm.tab10(np.arange(len(names))))
-        ax.set_title(label)
+        ax.set_title(label.replace("\\|", "|"))
         ax.set_ylabel(unit)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()

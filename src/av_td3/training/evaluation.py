@@ -147,7 +147,11 @@ def per_km_ci(counts: np.ndarray, metres: np.ndarray, seed: int = 0, resamples: 
     return rate, float(low), float(high)
 
 
-#: (key, label, unit) for the aggregate table, in display order.
+#: Per-episode minimum TTC is capped here before averaging: beyond it nothing is closing in, and the
+#: envs' "no vehicle ahead" value (1000 s) would otherwise swamp the mean and its interval.
+TTC_CAP_S = 10.0
+
+#: (key, label, unit) for the aggregate table (markdown-escaped labels), in display order.
 METRICS = (
     ("success_rate", "Success rate", "%"),
     ("route_completion", "Route completion", "%"),
@@ -157,9 +161,9 @@ METRICS = (
     ("off_road_rate", "Off-road rate", "%"),
     ("episode_length", "Episode length", "steps"),
     ("episode_reward", "Episode reward", ""),
-    ("mean_abs_lateral_deviation_m", "Mean |lateral deviation|", "m"),
-    ("mean_abs_jerk_mps3", "Mean |jerk|", "m/s³"),
-    ("min_ttc_s", "Minimum TTC", "s"),
+    ("mean_abs_lateral_deviation_m", "Mean \\|lateral deviation\\|", "m"),
+    ("mean_abs_jerk_mps3", "Mean \\|jerk\\|", "m/s³"),
+    ("min_ttc_s", f"Minimum TTC (capped at {TTC_CAP_S:g} s)", "s"),
 )
 _PERCENT = {"success_rate", "route_completion", "off_road_rate"}
 
@@ -186,7 +190,7 @@ class EvaluationResult:
             "episode_reward": mean_ci(self.column("reward")),
             "mean_abs_lateral_deviation_m": mean_ci(self.column("mean_abs_lateral_deviation_m")),
             "mean_abs_jerk_mps3": mean_ci(self.column("mean_abs_jerk_mps3")),
-            "min_ttc_s": mean_ci(self.column("min_ttc_s")),
+            "min_ttc_s": mean_ci(np.minimum(self.column("min_ttc_s"), TTC_CAP_S)),
         }
         return {k: {"mean": m, "ci_low": lo, "ci_high": hi} for k, (m, lo, hi) in values.items()}
 
@@ -200,9 +204,13 @@ class EvaluationResult:
         agg = self.aggregate()
         rows = [f"### {title} ({len(self.episodes)} episodes, 95% CI)", "", "| Metric | Mean | 95% CI |", "|---|---|---|"]
         for key, label, unit in METRICS:
-            rows.append(f"| {label} ({unit}) | {format_value(key, agg[key]['mean'])} | "
+            rows.append(f"| {label_with_unit(label, unit)} | {format_value(key, agg[key]['mean'])} | "
                         f"{format_value(key, agg[key]['ci_low'])} – {format_value(key, agg[key]['ci_high'])} |")
         return "\n".join(rows) + "\n"
+
+
+def label_with_unit(label: str, unit: str) -> str:
+    return f"{label} ({unit})" if unit else label
 
 
 def format_value(key: str, value: float) -> str:
