@@ -35,3 +35,14 @@ def test_seed_diagnostic_command(tmp_path):
     assert list((run / "tensorboard").glob("events.*"))
     report = (run / "report.md").read_text()
     assert "Compare with Previous Failure" in report and (run / "plots" / "reward.png").is_file()
+
+
+def test_frozen_rollback_mode_trains_with_flat_states(tmp_path):
+    """The seed's rollback plan (algorithm.use_end_to_end_cnn: false) runs through the whole app."""
+    res = run_cli([str(ROOT / "scripts/train_td3.py"), "--max-timesteps", "100", "--device", "cpu", "--log-dir",
+                   str(tmp_path), "--run-name", "frozen", *FAST, "--set", "algorithm.use_end_to_end_cnn=false"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "[AGENT] CNN mode: frozen (no gradients)" in res.stdout
+    assert "[AGENT] Using standard ReplayBuffer (flat states)" in res.stdout
+    summary = json.loads((tmp_path / "frozen" / "summary.json").read_text())
+    assert summary["updates"] == 100 - 15 and summary["cnn_weight_change"] == 0.0

@@ -140,6 +140,8 @@ def test_frozen_mode_never_changes_the_cnn(capsys):
     state = agent.flatten_obs(an_obs())
     assert state.shape == (FEAT + VEC,) and state.dtype == np.float32
     assert agent.select_action(state).shape == (2,)
+    obs = an_obs()  # a dict goes through the frozen CNN first: the same action as the flat state
+    assert np.array_equal(agent.select_action(obs), agent.select_action(agent.flatten_obs(obs)))
 
 
 def test_targets_move_by_exactly_tau_on_actor_steps_only():

@@ -257,6 +257,8 @@ class TD3Agent:
     def select_action(self, obs: Any, noise: float = 0.0) -> np.ndarray:
         """Dict observation (or a flat state in frozen mode), unbatched or batched -> float32 action(s).
 
+        In frozen mode with a CNN, a dict observation is encoded by the frozen CNN first.
+
         ``noise`` is the Gaussian exploration std as a fraction of ``max_action``.
         """
         x, batched = self._policy_input(obs)
@@ -289,9 +291,11 @@ class TD3Agent:
                 )
             return self._dict_to_tensors(obs)
         if isinstance(obs, Mapping):
-            hint = " (encode it first: agent.select_action(agent.flatten_obs(obs)))" if self.cnn_extractor is not None else ""
-            raise TypeError(f"this agent reads flat states of shape ({self.state_dim},) (frozen mode); got a dict "
-                            f"observation with keys {sorted(obs)}{hint}")
+            if self.cnn_extractor is not None:  # frozen CNN on board: encode here, so callers need not care
+                obs = self.flatten_obs(obs)
+            else:
+                raise TypeError(f"this agent reads flat states of shape ({self.state_dim},) (no CNN); got a dict "
+                                f"observation with keys {sorted(obs)}: build it with cnn_extractor=NatureCNN(...)")
         state = np.asarray(obs, dtype=np.float32)
         if state.shape[-1:] != (self.state_dim,) or state.ndim > 2:
             raise ValueError(f"expected a flat state of shape ({self.state_dim},) or (B, {self.state_dim}), got {state.shape}")
