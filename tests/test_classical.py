@@ -101,7 +101,7 @@ def test_runs_unchanged_on_the_carla_backend():
     finally:
         env.close()
     assert result.episodes[0].success and result.episodes[0].collisions == 0
-    assert not hasattr(env, "wheelbase_m")  # so the config's wheelbase_m was used
+    assert env.wheelbase_m == pytest.approx(2.9, abs=1e-3)  # read from the stand-in vehicle's physics control
 
 
 # --------------------------------------------------------------------------------------------------

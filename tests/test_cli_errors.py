@@ -36,3 +36,16 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     res = run_cli(["-m", "av_td3.cli", "evaluate", "--checkpoint", str(bad)], cwd=tmp_path, timeout=120)
     assert res.returncode == 2
     assert "corrupt or truncated" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_new_run_refuses_an_existing_run_directory(tmp_path):
+    (tmp_path / "logs" / "taken").mkdir(parents=True)
+    (tmp_path / "logs" / "taken" / "metrics.jsonl").write_text("")
+    res = run_cli([SCRIPT, "--max-timesteps", "10", "--log-dir", str(tmp_path / "logs"), "--run-name", "taken"],
+                  cwd=tmp_path, timeout=120)
+    assert res.returncode == 2 and "already holds a run" in res.stderr and "--resume auto" in res.stderr
+
+
+def test_evaluate_on_missing_gpu_or_zero_episodes_is_a_usage_error(tmp_path):
+    res = run_cli(["-m", "av_td3.cli", "compare", "--classical", "--episodes", "0"], cwd=tmp_path, timeout=60)
+    assert res.returncode == 2 and "must be >= 1" in res.stderr

@@ -34,6 +34,13 @@ class UsageError(Exception):
     """Bad input from the user: reported as one line, exit code 2."""
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="av-td3", description="End-to-end visual TD3 for autonomous driving.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -43,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="evaluate a checkpoint: metrics with 95%% CIs, optional video")
     ev.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
-    ev.add_argument("--episodes", type=int, default=None, help="episodes (default: evaluation.num_episodes)")
+    ev.add_argument("--episodes", type=positive_int, default=None, help="episodes (default: evaluation.num_episodes)")
     ev.add_argument("--scenario", type=int, choices=(0, 1, 2), default=None)
     ev.add_argument("--env", choices=("town", "carla"), default=None)
     ev.add_argument("--seed", type=int, default=None, help="first episode seed (default: evaluation.seed)")
@@ -54,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     base = sub.add_parser("baseline", help="evaluate the classical PID + pure-pursuit controller")
     base.add_argument("--scenario", type=int, choices=(0, 1, 2), default=0)
-    base.add_argument("--episodes", type=int, default=10)
+    base.add_argument("--episodes", type=positive_int, default=10)
     base.add_argument("--seed", type=int, default=None, help="first episode seed (default: evaluation.seed)")
     base.add_argument("--env", choices=("town", "carla"), default=None)
     base.add_argument("--config", type=Path, default=None)
@@ -67,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a policy to compare, e.g. TD3=runs/x (repeatable)")
     cmp_.add_argument("--classical", action="store_true", help="include the PID + pure-pursuit controller")
     cmp_.add_argument("--scenario", type=int, choices=(0, 1, 2), default=0)
-    cmp_.add_argument("--episodes", type=int, default=10)
+    cmp_.add_argument("--episodes", type=positive_int, default=10)
     cmp_.add_argument("--seed", type=int, default=None, help="first episode seed (default: evaluation.seed)")
     cmp_.add_argument("--env", choices=("town", "carla"), default=None)
     cmp_.add_argument("--output", type=Path, default=Path("comparison"))
@@ -116,9 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from av_td3.buffers import BufferTooLargeError
     from av_td3.io import CorruptFileError
+    from av_td3.training.setup import DeviceUnavailableError
 
     errors: list[type[BaseException]] = [UsageError, ConfigError, CorruptFileError, FileNotFoundError,
-                                         BufferTooLargeError]
+                                         BufferTooLargeError, DeviceUnavailableError]
     try:
         from av_td3.envs.carla.errors import CarlaUnavailableError
 
@@ -143,36 +151,46 @@ def resolve_train_config(args: argparse.Namespace, base: dict | None = None) -> 
 def cmd_train(args: argparse.Namespace) -> int:
     from av_td3.training.checkpoint import find_checkpoint, load_checkpoint
     from av_td3.training.setup import resolve_device
+    from av_td3.training.diagnostics import NonFiniteLossError
     from av_td3.training.trainer import Trainer, TrainingInterrupted
 
     resume_from = None
+    checkpoint_dir = args.checkpoint_dir
     if args.resume:
         probe = resolve_train_config(args)
-        resume_from = find_checkpoint(args.resume, probe.logging.log_dir, probe.logging.run_name)
+        target = args.resume
+        if target == "auto" and checkpoint_dir is not None and (checkpoint_dir / "latest.pt").is_file():
+            target = checkpoint_dir / "latest.pt"
+        resume_from = find_checkpoint(target, probe.logging.log_dir, probe.logging.run_name)
         saved = load_checkpoint(resume_from)
         if args.config or args.agent_config:
             raise UsageError("--resume continues a run with its saved config; drop --config (use --set to change keys)")
         cfg = resolve_train_config(args, base=saved["config"])
-        run_dir = resume_from.parent.parent if resume_from.parent.name == "checkpoints" else resume_from.parent
+        # The run directory is recorded in the checkpoint (it may live apart from --checkpoint-dir).
+        run_dir = Path(saved["trainer"].get("run_dir") or
+                       (resume_from.parent.parent if resume_from.parent.name == "checkpoints" else resume_from.parent))
+        checkpoint_dir = checkpoint_dir or resume_from.parent
         algo = saved.get("algo", args.algo)
     else:
         cfg = resolve_train_config(args)
         name = cfg.logging.run_name or f"{args.algo}_{cfg.env.name}_s{cfg.env.scenario}_{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(cfg.logging.log_dir) / name
+        if (run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir():
+            raise UsageError(f"run directory {run_dir} already holds a run; continue it with --resume auto "
+                             f"--run-name {name}, or pick another --run-name")
         algo = args.algo
-    try:
-        device = resolve_device(cfg.training.device)
-    except RuntimeError as exc:
-        raise UsageError(str(exc)) from None
+    device = resolve_device(cfg.training.device)
 
     print(f"[TRAIN] run directory: {run_dir}")
     print(f"[TRAIN] {algo.upper()} on {cfg.env.name} scenario {cfg.env.scenario}, {cfg.training.max_timesteps} steps, device {device}")
-    trainer = Trainer(cfg, run_dir, device, checkpoint_dir=args.checkpoint_dir, debug=args.debug,
+    trainer = Trainer(cfg, run_dir, device, checkpoint_dir=checkpoint_dir, debug=args.debug,
                       resume_from=resume_from, algo=algo)
     try:
         summary = trainer.run()
     except TrainingInterrupted as exc:
         return 128 + exc.signum
+    except NonFiniteLossError:
+        return 3  # the trainer printed what happened and where the state was saved
     finally:
         trainer.close()
 

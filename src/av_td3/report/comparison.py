@@ -9,7 +9,6 @@ assumption; episode returns are usually skewed).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,7 +20,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from av_td3.training.evaluation import METRICS, EvaluationResult, evaluate, format_value, label_with_unit  # noqa: E402
+from av_td3.training.evaluation import (  # noqa: E402
+    METRICS,
+    EvaluationResult,
+    evaluate,
+    format_value,
+    json_safe,
+    label_with_unit,
+)
 
 #: Per-episode columns tested between policies.
 TESTED = (("reward", "episode reward"), ("route_completion", "route completion"))
@@ -126,17 +132,9 @@ def plot_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
 def write_comparison(comparison: Comparison, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "comparison.json"
-    json_path.write_text(json.dumps(comparison.to_dict(), indent=2, default=_plain))
+    json_path.write_text(json.dumps(json_safe(comparison.to_dict()), indent=2, allow_nan=False))
     pngs = plot_comparison(comparison, out_dir)
     md = comparison.to_markdown() + "\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
     md_path = out_dir / "comparison.md"
     md_path.write_text(md)
     return {"json": json_path, "markdown": md_path}
-
-
-def _plain(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
-    if isinstance(o, float) and math.isinf(o):
-        return None
-    raise TypeError(type(o).__name__)

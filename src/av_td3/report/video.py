@@ -35,25 +35,37 @@ def compose_frame(camera: np.ndarray, view: np.ndarray, action: np.ndarray, rewa
     return np.asarray(canvas)
 
 
+def even_size(frame: np.ndarray) -> np.ndarray:
+    """Pad ``(H, W, 3)`` to even height and width by repeating the last row/column (H.264 needs it)."""
+    pad_h, pad_w = frame.shape[0] % 2, frame.shape[1] % 2
+    return np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge") if pad_h or pad_w else frame
+
+
 def record_episodes(cfg: Config, policy: Callable[[dict], np.ndarray], path: Path, episodes: int, seed: int) -> Path:
-    """Play ``episodes`` evaluation episodes on a rendering env and write them to ``path`` (mp4/gif)."""
+    """Play ``episodes`` evaluation episodes on a rendering env and stream them to ``path`` (mp4/gif).
+
+    Frames are written as they come (memory stays flat for long evaluations); gifs keep every second
+    frame at 10 fps to stay small.
+    """
     from av_td3.training.setup import make_env
 
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gif = path.suffix == ".gif"
+    writer = imageio.get_writer(path, duration=0.1, loop=0) if gif else imageio.get_writer(path, fps=20, macro_block_size=1)
     env = make_env(cfg, render_mode="rgb_array")
-    frames: list[np.ndarray] = []
+    count = 0
 
     def on_step(env_, obs, action, reward, info):
-        frames.append(compose_frame(obs["image"], env_.render(), np.asarray(action), reward, info))
+        nonlocal count
+        if not gif or count % 2 == 0:
+            writer.append_data(even_size(compose_frame(obs["image"], env_.render(), np.asarray(action), reward, info)))
+        count += 1
 
     try:
         for i in range(episodes):
             run_episode(env, policy, seed + i, on_step)
     finally:
         env.close()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix == ".gif":
-        imageio.mimsave(path, frames[::2], duration=0.1, loop=0)  # every 2nd frame: gifs get large
-    else:
-        imageio.mimsave(path, frames, fps=20, macro_block_size=1)
+        writer.close()
     return path

@@ -198,7 +198,7 @@ class EvaluationResult:
         return {"episodes": [asdict(e) for e in self.episodes], "aggregate": self.aggregate()}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, default=_json_default)
+        return json.dumps(json_safe(self.to_dict()), indent=2, allow_nan=False)
 
     def to_markdown(self, title: str = "Evaluation") -> str:
         agg = self.aggregate()
@@ -223,9 +223,14 @@ def format_value(key: str, value: float) -> str:
     return f"{value:.2f}" if abs(value) < 1000 else f"{value:,.0f}"
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.bool_):
-        return bool(o)
-    raise TypeError(type(o).__name__)
+def json_safe(value: Any) -> Any:
+    """Strict-JSON version of nested results: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

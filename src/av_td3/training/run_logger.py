@@ -29,18 +29,19 @@ def _plain(value: Any) -> Any:
 class RunLogger:
     """Appends to ``metrics.jsonl`` (resumed runs keep appending) and mirrors scalars to TensorBoard."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool, total_steps: int, start_step: int, progress_bar: bool):
+    def __init__(self, run_dir: Path, tensorboard: bool, total_steps: int, start_step: int, progress_bar: bool,
+                 start_updates: int = 0):
         self.run_dir = run_dir
         self._jsonl = open(run_dir / "metrics.jsonl", "a", buffering=1)
         self._tb = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step hides events a killed run wrote after its last checkpoint
-            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step or None)
+            # purge_step hides events a killed run wrote after its last checkpoint (at step start_step)
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
         self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                          disable=not progress_bar, mininterval=1.0)
-        self._last_time, self._last_step, self._last_updates = time.perf_counter(), start_step, 0
+        self._last_time, self._last_step, self._last_updates = time.perf_counter(), start_step, start_updates
         self.steps_per_s = 0.0
         self.updates_per_s = 0.0
 

@@ -9,6 +9,10 @@ from av_td3.envs.contract import vector_dim
 from av_td3.envs.registry import CARLA_ID, TOWN_ID, register_envs
 
 
+class DeviceUnavailableError(RuntimeError):
+    """The requested torch device does not exist on this machine."""
+
+
 def resolve_device(requested: str) -> str:
     """``auto`` → ``cuda`` when available, else ``cpu``; asking for CUDA without one is an error."""
     import torch
@@ -16,7 +20,7 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but torch sees no CUDA GPU; use --device cpu or auto")
+        raise DeviceUnavailableError("--device cuda was requested but torch sees no CUDA GPU; use --device cpu or auto")
     return requested
 
 

@@ -47,6 +47,7 @@ class EpisodeTracker:
     speed_sum: float = 0.0
     collisions: int = 0
     lane_invasions: int = 0
+    on_marking: bool = False
     components: dict[str, float] = field(default_factory=dict)
 
     def add(self, reward: float, info: dict) -> None:
@@ -54,7 +55,9 @@ class EpisodeTracker:
         self.length += 1
         self.speed_sum += float(info["speed_kmh"])
         self.collisions += int(bool(info["collision"]))
-        self.lane_invasions += int(bool(info["lane_invasion"]))
+        invasion = bool(info["lane_invasion"])
+        self.lane_invasions += int(invasion and not self.on_marking)  # crossings, as evaluation counts them
+        self.on_marking = invasion
         for k, v in info.get("reward_components", {}).items():
             self.components[k] = self.components.get(k, 0.0) + float(v)
 
@@ -92,10 +95,14 @@ class Trainer:
         _seed_everything(cfg.training.seed)
         self.rng = np.random.default_rng(cfg.training.seed)
         self.env = make_env(cfg)  # first: a missing CARLA server fails here, before a run dir exists
+        self._eval_env = None
+        try:
+            self.agent = build_agent(cfg, self.env.observation_space, device, algo=algo)
+        except BaseException:
+            self.env.close()  # e.g. CARLA: never leave a server in synchronous mode with nobody ticking
+            raise
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
-        self._eval_env = None
-        self.agent = build_agent(cfg, self.env.observation_space, device, algo=algo)
         self.explorer = RandomExplorer(cfg.exploration, self.rng)
         self.health = HealthMonitor()
 
@@ -114,23 +121,28 @@ class Trainer:
         self.best_eval_reward = -math.inf
         self.last_eval: dict[str, Any] | None = None
         self._update_credit = 0.0
+        self.min_buffer = cfg.algorithm.batch_size  # updates wait until the buffer holds this many
         if resume_from is not None:
-            self._restore(resume_from)
+            try:
+                self._restore(resume_from)
+            except BaseException:
+                self.close()
+                raise
 
     # ----------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         cfg = self.cfg
         total = cfg.training.max_timesteps
-        log = RunLogger(self.run_dir, cfg.logging.tensorboard, total, self.step, cfg.logging.progress_bar)
+        log = RunLogger(self.run_dir, cfg.logging.tensorboard, total, self.step, cfg.logging.progress_bar,
+                        start_updates=self.updates)
         self.log = log
         stop = _SignalFlag()
         episode = EpisodeTracker()
-        obs, info = self.env.reset(seed=cfg.training.seed + self.episodes)
+        obs, info = self.env.reset(seed=self._episode_seed())
         self.explorer.reset()
         last_episode: dict[str, Any] | None = None
         env_time = update_time = 0.0
         session_steps, session_updates, wall_start = 0, 0, time.perf_counter()
-        batch_size = cfg.algorithm.batch_size
         stats: dict[str, Any] = {}
         try:
             while self.step < total:
@@ -156,16 +168,16 @@ class Trainer:
                     last_episode = self._end_episode(episode, info)
                     episode = EpisodeTracker()
                     t0 = time.perf_counter()
-                    obs, info = self.env.reset(seed=cfg.training.seed + self.episodes)
+                    obs, info = self.env.reset(seed=self._episode_seed())
                     env_time += time.perf_counter() - t0
                     self.explorer.reset()
 
                 # 3. learn
-                if not exploring and len(self.agent.replay_buffer) >= batch_size:
+                if not exploring and len(self.agent.replay_buffer) >= self.min_buffer:
                     self._update_credit += cfg.training.updates_per_step
                     t0 = time.perf_counter()
                     while self._update_credit >= 1.0:
-                        stats = self.agent.train(batch_size)
+                        stats = self.agent.train()
                         self.updates += 1
                         session_updates += 1
                         self._update_credit -= 1.0
@@ -175,8 +187,10 @@ class Trainer:
 
                 # 4. evaluate, checkpoint, show progress
                 if cfg.training.eval_freq and self.step % cfg.training.eval_freq == 0:
+                    _check_finite(stats, self.updates)  # never evaluate or save a NaN agent
                     self._evaluate(cfg.evaluation.num_episodes)
                 if cfg.training.checkpoint_freq and self.step % cfg.training.checkpoint_freq == 0:
+                    _check_finite(stats, self.updates)
                     self.save()
                 log.progress(self.step, self.updates, last_episode)
                 if stop.signum is not None:
@@ -187,17 +201,28 @@ class Trainer:
                         f"{self.ckpt_dir / ckpt.LATEST}")
             log.record("health", self.step, {"problem": "non_finite_loss", "message": str(exc)})
             log.close()
+            stop.restore()
             raise
         except TrainingInterrupted as exc:
             log.console(f"[TRAIN] {exc}; continue with --resume auto")
             log.close()
+            stop.restore()
+            raise
+        except BaseException:
+            stop.restore()
+            raise
+
+        try:
+            _check_finite(stats, self.updates)
+            if self.last_eval is None or self.last_eval["step"] != self.step:
+                self._evaluate(cfg.evaluation.num_episodes)
+            final = self.save()
+        except NonFiniteLossError as exc:
+            log.console(f"[HEALTH] {exc}\n[HEALTH] stopped; last good checkpoint: {self.ckpt_dir / ckpt.LATEST}")
+            log.close()
             raise
         finally:
             stop.restore()
-
-        if self.last_eval is None or self.last_eval["step"] != self.step:
-            self._evaluate(cfg.evaluation.num_episodes)
-        final = self.save()
         wall = time.perf_counter() - wall_start
         summary = self._summary(session_steps, session_updates, env_time, update_time, wall, final)
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -272,6 +297,10 @@ class Trainer:
             self.save(self.ckpt_dir / "best.pt")
         return result
 
+    def _episode_seed(self) -> int:
+        """Training episodes draw seeds from the run's RNG, disjoint in practice from the evaluation seeds."""
+        return int(self.rng.integers(2**31 - 1))
+
     def close(self) -> None:
         self.env.close()
         if self._eval_env is not None:
@@ -287,6 +316,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "agent": self.agent.state_dict(),
             "trainer": {"step": self.step, "updates": self.updates, "episodes": self.episodes,
+                        "run_dir": str(self.run_dir),
                         "best_eval_reward": self.best_eval_reward, "update_credit": self._update_credit,
                         "start_timesteps": self.start_timesteps},
             "explorer": self.explorer.state_dict(),
@@ -307,6 +337,11 @@ class Trainer:
         if self.cfg.training.save_buffer and buffer_file.is_file():
             self.agent.replay_buffer = type(self.agent.replay_buffer).load(buffer_file, device=self.device)
             print(f"[TRAIN] replay buffer restored: {len(self.agent.replay_buffer)} transitions")
+        else:  # refill before updating: a few hundred correlated transitions would mislead the critic
+            self.min_buffer = max(self.cfg.algorithm.batch_size,
+                                  min(self.start_timesteps, self.cfg.training.buffer_size, self.cfg.training.max_timesteps - self.step))
+            print(f"[TRAIN] no saved replay buffer: collecting {self.min_buffer} transitions with the policy "
+                  "before updating again (use --save-buffer to checkpoint the buffer)")
         _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
         print(f"[TRAIN] resumed from {path} at step {self.step} ({self.updates} updates, {self.episodes} episodes)")
 
@@ -354,6 +389,16 @@ class _SignalFlag:
     def restore(self) -> None:
         for s, handler in self._old.items():
             signal.signal(s, handler)
+
+
+def _check_finite(stats: dict[str, Any], updates: int) -> None:
+    """Raise ``NonFiniteLossError`` if the last update's losses are NaN/inf (one host sync; call rarely)."""
+    for key in ("critic_loss", "actor_loss"):
+        value = stats.get(key)
+        if value is not None and not math.isfinite(float(value)):
+            raise NonFiniteLossError(
+                f"{key} became {float(value)} by update {updates}. Lower the learning rates "
+                "(networks.*.learning_rate), set algorithm.max_grad_norm, or check the reward scale.")
 
 
 def _seed_everything(seed: int) -> None:
