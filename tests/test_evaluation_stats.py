@@ -51,3 +51,32 @@ def test_aggregate_and_markdown():
     md = res.to_markdown("t")
     assert "| Success rate (%) | 50.0 |" in md
     assert "Minimum TTC" in md
+
+
+@pytest.mark.parametrize("n", range(1, 40))
+def test_wilson_interval_contains_the_estimate_at_every_n(n):
+    # In floats the Wilson bounds at 0% and 100% can miss p by one ulp (5.6e-17 at 0/3, 1 - 1e-16 at
+    # 10/10), which gave bar charts an error bar of negative length and crashed `compare`.
+    for successes in (0, n // 2, n):
+        p, lo, hi = proportion_ci(successes, n)
+        assert 0.0 <= lo <= p <= hi <= 1.0
+
+
+def test_mean_ci_is_clipped_to_the_metric_bounds():
+    m, lo, hi = mean_ci([0.9, 1.0], bounds=(0.0, 1.0))  # the raw t interval is 0.32 .. 1.59
+    assert m == pytest.approx(0.95) and lo == pytest.approx(0.95 - 12.706 * 0.0707 / math.sqrt(2), abs=1e-3)
+    assert hi == 1.0
+    res = EvaluationResult([_episode(0, True, 10.0, 100.0), _episode(1, False, 0.0, 100.0)])
+    res.episodes[0].min_ttc_s = 0.5
+    agg = res.aggregate()
+    assert agg["min_ttc_s"]["ci_low"] == 0.0 and agg["min_ttc_s"]["ci_high"] == 10.0
+    assert 0.0 <= agg["route_completion"]["ci_low"] and agg["route_completion"]["ci_high"] <= 1.0
+
+
+def test_comparison_charts_survive_all_or_nothing_success(tmp_path):
+    from av_td3.report.comparison import Comparison, plot_comparison
+
+    always = EvaluationResult([_episode(i, True, 100.0, 1000.0) for i in range(10)])
+    never = EvaluationResult([_episode(i, False, 5.0, 100.0) for i in range(10)])
+    paths = plot_comparison(Comparison({"TD3": always, "Still": never}, "TD3", 0, 0), tmp_path)
+    assert len(paths) == len({p.name for p in paths}) and all(p.stat().st_size > 1000 for p in paths)

@@ -116,7 +116,7 @@ def plot_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
         finite = np.isfinite(means)
         fig, ax = plt.subplots(figsize=(4.8, 3.4), dpi=100)
         err = np.vstack([np.where(finite, means - lows, 0), np.where(finite, highs - means, 0)])
-        ax.bar(names, np.where(finite, means, 0), yerr=np.nan_to_num(err), capsize=6,
+        ax.bar(names, np.where(finite, means, 0), yerr=np.clip(np.nan_to_num(err), 0.0, None), capsize=6,
                color=plt.cm.tab10(np.arange(len(names))))
         ax.set_title(label.replace("\\|", "|"))
         ax.set_ylabel(unit)

@@ -108,8 +108,13 @@ def evaluate(env, policy: Policy, episodes: int, seed: int, on_step: FrameCallba
 
 
 # --------------------------------------------------------------------------------------------------
-def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t confidence interval; a single value gives a zero-width interval."""
+def mean_ci(values: Iterable[float], confidence: float = 0.95,
+            bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval, clipped to the metric's possible ``bounds``.
+
+    A single value gives a zero-width interval. Clipping matters for few episodes: a t interval on
+    route completion can otherwise reach past 100%, or one on TTC below 0 s.
+    """
     x = np.asarray(list(values), dtype=np.float64)
     x = x[np.isfinite(x)]
     if x.size == 0:
@@ -118,7 +123,8 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
     if x.size < 2 or float(x.std()) == 0.0:
         return m, m, m
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return m, m - half, m + half
+    low, high = bounds
+    return m, max(low, m - half), min(high, m + half)
 
 
 def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float, float]:
@@ -130,7 +136,9 @@ def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[flo
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    # The Wilson bounds contain p in exact arithmetic; in floats they can miss it by 1 ulp at 0% or
+    # 100% (an error bar of negative length), so p itself bounds them.
+    return p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def per_km_ci(counts: np.ndarray, metres: np.ndarray, seed: int = 0, resamples: int = 2000) -> tuple[float, float, float]:
@@ -150,6 +158,7 @@ def per_km_ci(counts: np.ndarray, metres: np.ndarray, seed: int = 0, resamples: 
 #: Per-episode minimum TTC is capped here before averaging: beyond it nothing is closing in, and the
 #: envs' "no vehicle ahead" value (1000 s) would otherwise swamp the mean and its interval.
 TTC_CAP_S = 10.0
+NON_NEGATIVE = (0.0, math.inf)
 
 #: (key, label, unit) for the aggregate table (markdown-escaped labels), in display order.
 METRICS = (
@@ -181,16 +190,16 @@ class EvaluationResult:
         metres = self.column("distance_m")
         values = {
             "success_rate": proportion_ci(int(self.column("success").sum()), n),
-            "route_completion": mean_ci(self.column("route_completion")),
-            "mean_speed_kmh": mean_ci(self.column("mean_speed_kmh")),
+            "route_completion": mean_ci(self.column("route_completion"), bounds=(0.0, 1.0)),
+            "mean_speed_kmh": mean_ci(self.column("mean_speed_kmh"), bounds=NON_NEGATIVE),
             "collisions_per_km": per_km_ci(self.column("collisions"), metres),
             "lane_invasions_per_km": per_km_ci(self.column("lane_invasions"), metres),
             "off_road_rate": proportion_ci(int(self.column("off_road").sum()), n),
-            "episode_length": mean_ci(self.column("length")),
+            "episode_length": mean_ci(self.column("length"), bounds=NON_NEGATIVE),
             "episode_reward": mean_ci(self.column("reward")),
-            "mean_abs_lateral_deviation_m": mean_ci(self.column("mean_abs_lateral_deviation_m")),
-            "mean_abs_jerk_mps3": mean_ci(self.column("mean_abs_jerk_mps3")),
-            "min_ttc_s": mean_ci(np.minimum(self.column("min_ttc_s"), TTC_CAP_S)),
+            "mean_abs_lateral_deviation_m": mean_ci(self.column("mean_abs_lateral_deviation_m"), bounds=NON_NEGATIVE),
+            "mean_abs_jerk_mps3": mean_ci(self.column("mean_abs_jerk_mps3"), bounds=NON_NEGATIVE),
+            "min_ttc_s": mean_ci(np.minimum(self.column("min_ttc_s"), TTC_CAP_S), bounds=(0.0, TTC_CAP_S)),
         }
         return {k: {"mean": m, "ci_low": lo, "ci_high": hi} for k, (m, lo, hi) in values.items()}
 
