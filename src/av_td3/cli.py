@@ -27,6 +27,7 @@ FLAG_TO_KEY = {
     "num_eval_episodes": "evaluation.num_episodes",
     "log_dir": "logging.log_dir",
     "run_name": "logging.run_name",
+    "algo": "algorithm.name",
 }
 
 
@@ -106,7 +107,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-name", default=None)
     p.add_argument("--resume", default=None, metavar="auto|PATH", help="continue a run from its checkpoint")
     p.add_argument("--save-buffer", action="store_true", default=None, help="checkpoint the replay buffer too")
-    p.add_argument("--algo", choices=("td3", "ddpg"), default="td3")
+    p.add_argument("--algo", choices=("td3", "ddpg"), default=None, help="algorithm.name (default td3)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -123,10 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from av_td3.buffers import BufferTooLargeError
     from av_td3.io import CorruptFileError
+    from av_td3.agents.td3 import AgentStateMismatchError
     from av_td3.training.setup import DeviceUnavailableError
 
     errors: list[type[BaseException]] = [UsageError, ConfigError, CorruptFileError, FileNotFoundError,
-                                         BufferTooLargeError, DeviceUnavailableError]
+                                         BufferTooLargeError, DeviceUnavailableError, AgentStateMismatchError]
     try:
         from av_td3.envs.carla.errors import CarlaUnavailableError
 
@@ -149,7 +151,7 @@ def resolve_train_config(args: argparse.Namespace, base: dict | None = None) -> 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from av_td3.training.checkpoint import find_checkpoint, load_checkpoint
+    from av_td3.training.checkpoint import find_checkpoint, load_checkpoint, run_dir_of, saved_config
     from av_td3.training.setup import resolve_device
     from av_td3.training.diagnostics import NonFiniteLossError
     from av_td3.training.trainer import Trainer, TrainingInterrupted
@@ -165,26 +167,23 @@ def cmd_train(args: argparse.Namespace) -> int:
         saved = load_checkpoint(resume_from)
         if args.config or args.agent_config:
             raise UsageError("--resume continues a run with its saved config; drop --config (use --set to change keys)")
-        cfg = resolve_train_config(args, base=saved["config"])
-        # The run directory is recorded in the checkpoint (it may live apart from --checkpoint-dir).
-        run_dir = Path(saved["trainer"].get("run_dir") or
-                       (resume_from.parent.parent if resume_from.parent.name == "checkpoints" else resume_from.parent))
+        cfg = resolve_train_config(args, base=saved_config(saved))
+        run_dir = run_dir_of(resume_from, saved)
         checkpoint_dir = checkpoint_dir or resume_from.parent
-        algo = saved.get("algo", args.algo)
     else:
         cfg = resolve_train_config(args)
-        name = cfg.logging.run_name or f"{args.algo}_{cfg.env.name}_s{cfg.env.scenario}_{time.strftime('%Y%m%d-%H%M%S')}"
+        name = cfg.logging.run_name or f"{cfg.algorithm.name}_{cfg.env.name}_s{cfg.env.scenario}_{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(cfg.logging.log_dir) / name
         if (run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir():
             raise UsageError(f"run directory {run_dir} already holds a run; continue it with --resume auto "
                              f"--run-name {name}, or pick another --run-name")
-        algo = args.algo
+    algo = cfg.algorithm.name
     device = resolve_device(cfg.training.device)
 
     print(f"[TRAIN] run directory: {run_dir}")
     print(f"[TRAIN] {algo.upper()} on {cfg.env.name} scenario {cfg.env.scenario}, {cfg.training.max_timesteps} steps, device {device}")
     trainer = Trainer(cfg, run_dir, device, checkpoint_dir=checkpoint_dir, debug=args.debug,
-                      resume_from=resume_from, algo=algo)
+                      resume_from=resume_from)
     try:
         summary = trainer.run()
     except TrainingInterrupted as exc:
@@ -228,7 +227,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from av_td3.training.policies import load_checkpoint_policy
     from av_td3.training.setup import make_env
 
-    path = find_checkpoint(args.checkpoint, ".", None)
+    path = find_checkpoint(args.checkpoint, ".", None, flag="--checkpoint")
     overrides = list(args.overrides)
     if args.scenario is not None:
         overrides.append(f"env.scenario={args.scenario}")

@@ -69,6 +69,7 @@ class NetworksConfig(StrictModel):
 
 
 class AlgorithmConfig(StrictModel):
+    name: Literal["td3", "ddpg"] = Field("td3", description="Which agent trains (`--algo`); configs/ddpg.yaml sets ddpg.")
     discount: float = Field(0.99, ge=0, le=1, description="gamma")
     tau: float = Field(0.005, gt=0, le=1, description="Polyak rate of the target networks.")
     policy_noise: float = Field(0.2, ge=0, description="Target policy smoothing noise std.")
@@ -149,6 +150,9 @@ class Config(StrictModel):
         """Accept a ``Config``, a (partial) nested dict, or None (all defaults)."""
         if isinstance(config, Config):
             return config
+        if config is not None and not isinstance(config, Mapping):
+            raise ConfigError(f"config must be a nested dict of sections (e.g. {{'algorithm': {{'batch_size': 128}}}}), "
+                              f"a Config or None, got {type(config).__name__}")
         return validate_config(dict(config or {}))
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,11 +263,27 @@ def _format_errors(exc: ValidationError) -> str:
         else:
             msg = err["msg"]
             if "ctx" in err:
-                ctx = err["ctx"]
-                bounds = [f"{op} {ctx[k]}" for k, op in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if k in ctx]
+                bounds = _field_bounds(loc) or _bounds_text(err["ctx"])
                 if bounds:
-                    msg += f" (allowed: {' and '.join(bounds)})"
+                    msg += f" (allowed: {bounds})"
             got = err.get("input")
             got_s = "" if isinstance(got, dict) else f", got {got!r}"
             lines.append(f"invalid value for '{dotted}': {msg}{got_s}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+_OPS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+
+
+def _bounds_text(limits: Mapping[str, Any]) -> str:
+    return " and ".join(f"{op} {limits[k]}" for k, op in _OPS if limits.get(k) is not None)
+
+
+def _field_bounds(loc: tuple) -> str:
+    """Both bounds of a numeric field (``0 <= x <= 2``), not only the one the value broke."""
+    owner = _model_at(loc[:-1]) if loc else None
+    field = owner.model_fields.get(str(loc[-1])) if owner is not None else None
+    if field is None:
+        return ""
+    limits = {k: getattr(m, k) for m in field.metadata for k, _ in _OPS if getattr(m, k, None) is not None}
+    return _bounds_text(limits)

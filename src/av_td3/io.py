@@ -34,6 +34,10 @@ def atomic_write(path: str | Path, write: Callable[[Any], None]) -> Path:
     return path
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()))
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     import torch
 

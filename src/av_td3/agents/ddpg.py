@@ -62,6 +62,8 @@ class DDPGAgent(TD3Agent):
         alg = self.config.algorithm
         # DDPG has no delay and no target smoothing, whatever the (possibly TD3) config says.
         self.policy_freq, self.policy_noise, self.noise_clip = 1, 0.0, 0.0
+        if not kwargs.get("verbose", True):
+            return
         print("[AGENT] DDPG: one critic, no target policy smoothing, actor and targets updated every step")
         ignored = [f"algorithm.{k}={v}" for k, v, ddpg in (("policy_freq", alg.policy_freq, 1),
                                                            ("policy_noise", alg.policy_noise, 0.0)) if v != ddpg]

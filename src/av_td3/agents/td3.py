@@ -66,11 +66,15 @@ from torch import nn
 from av_td3.agents.augment import random_shift
 from av_td3.agents.diagnostics import grad_norm, per_parameter_grad_norms, relative_weight_change
 from av_td3.agents.networks import Actor, Critic, DictEncoder, NatureCNN, cnn_compute_dtype, set_requires_grad
-from av_td3.config import Config
+from av_td3.config import Config, ConfigError
 from av_td3.io import CorruptFileError, atomic_torch_save
 
 CHECKPOINT_FORMAT = "av_td3.TD3Agent/1"
 IMAGE_KEY = "image"
+
+
+class AgentStateMismatchError(ValueError):
+    """A saved agent state does not fit this agent (other algorithm, encoder mode or network widths)."""
 
 
 class TD3Agent:
@@ -106,9 +110,18 @@ class TD3Agent:
         device: str | torch.device = "cpu",
         *,
         observation_space: spaces.Dict | None = None,
+        verbose: bool = True,
     ):
         cfg = Config.from_any(config)
         alg, nets = cfg.algorithm, cfg.networks
+        if alg.name != self.ALGO:
+            if "name" in alg.model_fields_set:  # a user-set name is never ignored
+                raise ConfigError(f"algorithm.name is '{alg.name}' but this is {type(self).__name__}; build the agent "
+                                  "with av_td3.training.setup.build_agent (it picks the class from the config) or "
+                                  "drop the key")
+            # the default name: this agent's config (and so its checkpoints) records what it really is
+            cfg = cfg.model_copy(update={"algorithm": alg.model_copy(update={"name": self.ALGO})})
+            alg, nets = cfg.algorithm, cfg.networks
         self.config, self.device = cfg, torch.device(device)
         self.state_dim, self.action_dim, self.max_action = int(state_dim), int(action_dim), float(max_action)
         self.discount, self.tau, self.policy_freq = alg.discount, alg.tau, alg.policy_freq
@@ -138,7 +151,8 @@ class TD3Agent:
         self._build_buffer(cfg)
         self._cnn_init = {k: v.detach().clone() for k, v in self._cnn_parameters().items()}
         self._feature_norms: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._log_setup(cnn_extractor, use_dict_buffer, alg)
+        if verbose:  # the seed's [AGENT] lines; evaluation of a checkpoint turns them off
+            self._log_setup(cnn_extractor, use_dict_buffer, alg)
 
     # ------------------------------------------------------------------------------------------------
     # Construction
@@ -509,19 +523,23 @@ class TD3Agent:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore ``state_dict()`` output into this agent (same mode and shapes)."""
         if not isinstance(state, Mapping) or state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not a TD3Agent state (expected format {CHECKPOINT_FORMAT!r})")
+            raise AgentStateMismatchError(f"not a TD3Agent state (expected format {CHECKPOINT_FORMAT!r})")
         saved_algo = str(state.get("algo", "td3"))  # states written before the key existed are TD3's
         if saved_algo != self.ALGO:
-            raise ValueError(f"this checkpoint holds a {saved_algo.upper()} agent state, not a {self.ALGO.upper()} one "
+            raise AgentStateMismatchError(f"this checkpoint holds a {saved_algo.upper()} agent state, not a {self.ALGO.upper()} one "
                              f"(its critic differs); load it with {saved_algo.upper()}Agent / --algo {saved_algo}")
         if state["encoder_mode"] != self.encoder_mode:
-            raise ValueError(f"the saved agent used encoder mode '{state['encoder_mode']}' but this one uses "
+            raise AgentStateMismatchError(f"the saved agent used encoder mode '{state['encoder_mode']}' but this one uses "
                              f"'{self.encoder_mode}'; set algorithm.encoder_mode / use_end_to_end_cnn to match")
         for name, module in self._networks().items():
             try:
                 module.load_state_dict(state["networks"][name])
             except (KeyError, RuntimeError) as exc:
-                raise ValueError(f"saved agent does not fit this agent's '{name}' network: {exc}") from None
+                detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise AgentStateMismatchError(
+                    f"the saved agent does not fit this agent's '{name}' network ({detail}); the layer widths "
+                    "(networks.*.hidden_layers, networks.cnn.feature_dim) must be the saved run's: drop the "
+                    "overrides that change them") from None
         for name, opt in self._optimizers().items():
             opt.load_state_dict(state["optimizers"][name])
         self.total_it = int(state["total_it"])

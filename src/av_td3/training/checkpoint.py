@@ -60,9 +60,28 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def find_checkpoint(target: str | Path, log_dir: str | Path, run_name: str | None) -> Path:
-    """Resolve ``--resume``: ``auto`` (the named run, else the newest run with a checkpoint), a run
-    directory, or a checkpoint file."""
+def saved_config(data: dict[str, Any]) -> dict[str, Any]:
+    """The run's config from a checkpoint; ``algorithm.name`` filled from the recorded algorithm
+    (checkpoints written before the key existed)."""
+    config = {k: dict(v) if isinstance(v, dict) else v for k, v in data["config"].items()}
+    config.setdefault("algorithm", {}).setdefault("name", data.get("algo", "td3"))
+    return config
+
+
+def run_dir_of(checkpoint: Path, data: dict[str, Any]) -> Path:
+    """The run directory a checkpoint belongs to: the folder above ``<run>/checkpoints/`` when the
+    checkpoint still lies in a run (so a moved or copied run resumes in place), else the run directory
+    recorded in it (``--checkpoint-dir`` kept it apart from its run)."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.parent.name == "checkpoints" and (checkpoint.parent.parent / "config.yaml").is_file():
+        return checkpoint.parent.parent
+    recorded = data.get("trainer", {}).get("run_dir")
+    return Path(recorded) if recorded else checkpoint.parent
+
+
+def find_checkpoint(target: str | Path, log_dir: str | Path, run_name: str | None, flag: str = "--resume") -> Path:
+    """Resolve ``--resume`` (or ``flag``): ``auto`` (the named run, else the newest run with a checkpoint),
+    a run directory, or a checkpoint file."""
     if str(target) != "auto":
         p = Path(target)
         if p.is_dir():
@@ -72,7 +91,7 @@ def find_checkpoint(target: str | Path, log_dir: str | Path, run_name: str | Non
             raise FileNotFoundError(f"no checkpoint in {p} (looked for checkpoints/{LATEST})")
         if p.is_file():
             return p
-        raise FileNotFoundError(f"--resume {p}: no such checkpoint file or run directory")
+        raise FileNotFoundError(f"{flag} {p}: no such checkpoint file or run directory")
     log_dir = Path(log_dir)
     if run_name:
         candidate = log_dir / run_name / "checkpoints" / LATEST

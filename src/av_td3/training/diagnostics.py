@@ -57,9 +57,10 @@ class HealthMonitor:
                     f"(networks.*.learning_rate), set algorithm.max_grad_norm, or check the reward scale."
                 )
         found: dict[str, str] = {}
-        q_max = _to_float(stats.get("q_max"))
-        if q_max is not None and abs(q_max) > Q_LIMIT:
-            found["q_explosion"] = (f"|Q| reached {q_max:.3g} (> {Q_LIMIT:g}): the critic is diverging. "
+        q_extremes = [q for q in (_to_float(stats.get("q_min")), _to_float(stats.get("q_max"))) if q is not None]
+        q_worst = max(q_extremes, key=abs, default=None)  # Q can run off to -inf as well as to +inf
+        if q_worst is not None and abs(q_worst) > Q_LIMIT:
+            found["q_explosion"] = (f"Q reached {q_worst:.3g} (|Q| > {Q_LIMIT:g}): the critic is diverging. "
                                     "Lower networks.critic.learning_rate or the reward scale.")
         feat = _to_float(stats.get("feature_norm"))
         if feat is not None and feat > FEATURE_NORM_LIMIT:

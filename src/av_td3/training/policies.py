@@ -19,17 +19,17 @@ def load_checkpoint_policy(path: str | Path, overrides: list[str] | tuple[str, .
     Returns ``(policy, config, algo)``; ``config`` is the run's saved config with ``overrides`` applied
     (e.g. another scenario), so evaluation env and agent match what was trained.
     """
-    from av_td3.training.checkpoint import find_checkpoint, load_checkpoint
+    from av_td3.training.checkpoint import find_checkpoint, load_checkpoint, saved_config
     from av_td3.training.setup import build_agent, make_env, resolve_device
 
-    path = find_checkpoint(path, ".", None)
+    path = find_checkpoint(path, ".", None, flag="--checkpoint")
     saved = load_checkpoint(path)
-    cfg = load_config(None, list(overrides), base=saved["config"])
-    algo = saved.get("algo", "td3")
+    cfg = load_config(None, list(overrides), base=saved_config(saved))
+    algo = cfg.algorithm.name
     if observation_space is None:
         env = make_env(cfg)
         observation_space = env.observation_space
         env.close()
-    agent = build_agent(cfg, observation_space, resolve_device(device), algo=algo, verbose=False)
+    agent = build_agent(cfg, observation_space, resolve_device(device), verbose=False)
     agent.load_state_dict(saved["agent"])
     return (lambda obs: agent.select_action(obs, noise=0.0)), cfg, algo

@@ -33,8 +33,9 @@ def make_env(cfg: Config, render_mode: str | None = None) -> gymnasium.Env:
                           disable_env_checker=True)
 
 
-def build_agent(cfg: Config, observation_space: gymnasium.spaces.Dict, device: str, algo: str = "td3", verbose: bool = True):
-    """The agent with a NatureCNN for the observation's image stack, in the configured encoder mode.
+def build_agent(cfg: Config, observation_space: gymnasium.spaces.Dict, device: str, verbose: bool = True):
+    """The agent of ``algorithm.name`` (TD3 or DDPG) with a NatureCNN for the observation's image stack,
+    in the configured encoder mode.
 
     End-to-end (default): the CNN goes to the agent and dict observations go to a DictReplayBuffer.
     Frozen (``algorithm.use_end_to_end_cnn: false``, the seed's rollback plan): the agent still gets the
@@ -48,7 +49,7 @@ def build_agent(cfg: Config, observation_space: gymnasium.spaces.Dict, device: s
                     image_size=tuple(image_shape[1:]))
     end_to_end = cfg.algorithm.use_end_to_end_cnn
     agent_cls = TD3Agent
-    if algo == "ddpg":
+    if cfg.algorithm.name == "ddpg":
         from av_td3.agents.ddpg import DDPGAgent
 
         agent_cls = DDPGAgent
@@ -61,6 +62,7 @@ def build_agent(cfg: Config, observation_space: gymnasium.spaces.Dict, device: s
         config=cfg,
         device=device,
         observation_space=observation_space,
+        verbose=verbose,
     )
     if verbose and end_to_end:
         print(f"[AGENT] CNN passed to {agent_cls.__name__} for end-to-end training")

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from av_td3.config import Config
+from av_td3.io import atomic_write_text
 from av_td3.training import checkpoint as ckpt
 from av_td3.training.diagnostics import HealthMonitor, NonFiniteLossError, format_gradient_table
 from av_td3.training.evaluation import EvaluationResult, evaluate
@@ -85,26 +86,23 @@ class Trainer:
     """Runs one training job in ``run_dir`` (creating or resuming it)."""
 
     def __init__(self, cfg: Config, run_dir: Path, device: str, checkpoint_dir: Path | None = None,
-                 debug: bool = False, resume_from: Path | None = None, algo: str = "td3"):
+                 debug: bool = False, resume_from: Path | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else self.run_dir / "checkpoints"
         self.device = device
         self.debug = debug
-        self.algo = algo
+        self.algo = cfg.algorithm.name
         _seed_everything(cfg.training.seed)
         self.rng = np.random.default_rng(cfg.training.seed)
         self.env = make_env(cfg)  # first: a missing CARLA server fails here, before a run dir exists
         self._eval_env = None
         try:
-            self.agent = build_agent(cfg, self.env.observation_space, device, algo=algo)
+            self.agent = build_agent(cfg, self.env.observation_space, device)
         except BaseException:
             self.env.close()  # e.g. CARLA: never leave a server in synchronous mode with nobody ticking
             raise
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
         self.explorer = RandomExplorer(cfg.exploration, self.rng)
-        self.health = HealthMonitor()
 
         total = cfg.training.max_timesteps
         self.start_timesteps = cfg.algorithm.start_timesteps
@@ -112,6 +110,9 @@ class Trainer:
             self.start_timesteps = max(total // 10, 1)
             print(f"[TRAIN] start_timesteps={cfg.algorithm.start_timesteps} >= max_timesteps={total}: "
                   f"random exploration shortened to {self.start_timesteps} steps so this run trains")
+        # Policy-behaviour checks (saturation, a parked car) look at the last 1000 policy steps, or half of
+        # the policy's share of a short run, so the seed's 1000-step diagnostic can report them too.
+        self.health = HealthMonitor(window=min(1000, max(100, (total - self.start_timesteps) // 2)))
         self.noise = NoiseSchedule(cfg.algorithm.expl_noise, cfg.exploration.expl_noise_final,
                                    cfg.exploration.expl_noise_decay_steps, self.start_timesteps)
 
@@ -128,6 +129,10 @@ class Trainer:
             except BaseException:
                 self.close()
                 raise
+        # Written only now: a resume that failed leaves the run's config.yaml as it was.
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.yaml", cfg.to_yaml())
+        _remove_stale_temp_files(self.ckpt_dir)
 
     # ----------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -152,12 +157,18 @@ class Trainer:
                     action = self.explorer.sample()
                 else:
                     action = self.agent.select_action(obs, noise=self.noise(self.step))
+                    if not np.isfinite(action).all():  # the networks diverged between two loss checks
+                        raise NonFiniteLossError(
+                            f"the policy's action became {action.tolist()} at step {self.step} (update {self.updates}): "
+                            "the networks hold NaN/inf. Lower the learning rates (networks.*.learning_rate), "
+                            "set algorithm.max_grad_norm, or check the reward scale.")
 
                 # 2. step the env and store the transition
                 t0 = time.perf_counter()
                 next_obs, reward, terminated, truncated, info = self.env.step(action)
                 env_time += time.perf_counter() - t0
-                self._store(obs, action, next_obs, float(reward), terminated, truncated)
+                if info.get("termination_reason") != "error":  # a failed tick (CARLA) is no real transition
+                    self._store(obs, action, next_obs, float(reward), terminated, truncated)
                 episode.add(float(reward), info)
                 self.health.observe_step(action, info["speed_kmh"], from_policy=not exploring)
                 obs = next_obs
@@ -183,6 +194,8 @@ class Trainer:
                         self._update_credit -= 1.0
                         if self.updates % cfg.logging.log_interval == 0 or self.updates == 1:
                             self._log_update(stats)
+                        if self.debug and (self.updates == 1 or self.updates % cfg.logging.debug_gradient_interval == 0):
+                            self._print_gradient_table()
                     update_time += time.perf_counter() - t0
 
                 # 4. evaluate, checkpoint, show progress
@@ -225,7 +238,7 @@ class Trainer:
             stop.restore()
         wall = time.perf_counter() - wall_start
         summary = self._summary(session_steps, session_updates, env_time, update_time, wall, final)
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         log.record("summary", self.step, summary)
         log.close()
         return summary
@@ -275,8 +288,11 @@ class Trainer:
             self.log.console(text)
             self.log.record("health", self.step, {"problem": report.problem, "message": report.message,
                                                    "active": report.active})
-        if self.debug and cnn is not None and (self.updates == 1 or self.updates % self.cfg.logging.debug_gradient_interval == 0):
-            self.log.console(format_gradient_table(cnn))
+
+    def _print_gradient_table(self) -> None:
+        """``--debug``: the CNN gradient table of the last update (every ``debug_gradient_interval``)."""
+        if self.agent.cnn_trainable:
+            self.log.console(f"[DEBUG] update {self.updates}\n" + format_gradient_table(self.agent.cnn_diagnostics()))
 
     def _evaluate(self, episodes: int) -> EvaluationResult:
         if self._eval_env is None:  # separate instance: evaluation never disturbs the training episode
@@ -336,6 +352,8 @@ class Trainer:
         buffer_file = Path(path).parent / ckpt.BUFFER
         if self.cfg.training.save_buffer and buffer_file.is_file():
             self.agent.replay_buffer = type(self.agent.replay_buffer).load(buffer_file, device=self.device)
+            # The interrupted episode is not continued: the env restarts, so the buffer's next add
+            # starts a new frame sequence (its n-step windows stop there).
             print(f"[TRAIN] replay buffer restored: {len(self.agent.replay_buffer)} transitions")
         else:  # refill before updating: a few hundred correlated transitions would mislead the critic
             self.min_buffer = max(self.cfg.algorithm.batch_size,
@@ -433,4 +451,10 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 keep.append(line)
         except json.JSONDecodeError:
             continue
-    path.write_text("".join(line + "\n" for line in keep))
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def _remove_stale_temp_files(folder: Path) -> None:
+    """Temp files of saves that a kill -9 interrupted (the good file beside them is intact)."""
+    for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+        tmp.unlink(missing_ok=True)
