@@ -427,6 +427,7 @@ class Actor:
 
     def destroy(self) -> bool:
         self._server._rpc()
+        self._server.single_destroys += 1
         return self._server._destroy(self.id)
 
 
@@ -588,9 +589,15 @@ class Client:
     def __init__(self, server: "StandinServer | None", host: str, port: int, timeout_s: float):
         self._server, self.host, self.port, self.timeout_s = server, host, port, timeout_s
 
+    def _timeout(self) -> RuntimeError:
+        """The real client blocks for its whole time-out before it raises (see ``StandinServer.timeout_wait``)."""
+        if self._server is not None and self._server.timeout_wait is not None:
+            self._server.timeout_wait(self.timeout_s)
+        return timeout_error(self.timeout_s, self.host, self.port)
+
     def _rpc(self) -> "StandinServer":
         if self._server is None or not self._server.up:
-            raise timeout_error(self.timeout_s, self.host, self.port)
+            raise self._timeout()
         self._server.rpc_timeout_s = self.timeout_s
         return self._server
 
@@ -604,7 +611,7 @@ class Client:
         server = self._rpc()
         if server.refuse_next > 0:
             server.refuse_next -= 1
-            raise timeout_error(self.timeout_s, self.host, self.port)
+            raise self._timeout()
         server.connections += 1
         return "0.9.16"
 
@@ -625,6 +632,9 @@ class Client:
     def apply_batch_sync(self, commands: list[Any], do_tick: bool = False) -> list[Response]:
         server = self._rpc()
         server.batches += 1
+        destroy_ids = [int(c.actor_id) for c in commands if type(c).__name__ == "DestroyActor"]
+        if destroy_ids:
+            server.destroy_batches.append(destroy_ids)
         out = [server._execute(c) for c in commands]
         if do_tick:
             server._tick(self.timeout_s)
@@ -641,7 +651,14 @@ class StandinServer:
         ``fail_ticks(n)``: the next n ``World.tick`` calls raise the real time-out ``RuntimeError``.
         ``crash()`` / ``restart()``: every call times out / a fresh server (actors gone, default settings).
         ``refuse_next``: the next n connection attempts time out.
+        ``timeout_wait``: None, or a callable given the client's time-out (s) before every time-out error
+            is raised, as the real client blocks that long: pass ``FakeClock().block`` to account for
+            the time a connection costs without waiting for it.
         ``sensor_delay_s``: deliver sensor data from a timer thread this late (CARLA's data is async).
+
+    Accounting: ``destroy_batches`` lists the actor ids of every batch of ``DestroyActor``;
+    ``single_destroys`` counts ``Actor.destroy()`` calls (one RPC each); ``destroyed_listening``
+    counts sensors destroyed while still listening (not ``stop()``ped first).
     """
 
     carla_module = types.SimpleNamespace(
@@ -662,6 +679,7 @@ class StandinServer:
         self.physics = True  # False: the ego stays where set_transform / set_target_velocity put it
         self.sensor_delay_s = 0.0
         self.refuse_next = 0
+        self.timeout_wait: Callable[[float], None] | None = None
         self._fail_ticks = 0
         self._ids = itertools.count(1)
         self.up = True
@@ -683,6 +701,8 @@ class StandinServer:
         self.async_ticks = 0
         self.tm_async_ticks = 0
         self.batches = 0
+        self.destroy_batches: list[list[int]] = []  # actor ids of each batch of DestroyActor commands
+        self.single_destroys = 0  # Actor.destroy() calls: one RPC per actor
         self.spawned = 0
         self.destroyed = 0
         self.destroyed_listening = 0  # sensors destroyed without stop(): the pitfall the env must avoid
@@ -906,6 +926,24 @@ class StandinServer:
                 return []
             return [SensorData(frame, timestamp, tr, actor=parent, other_actor=best[1], distance=best[0])]
         return []
+
+
+class FakeClock:
+    """Simulated time for connection tests: ``sleep`` (the env's backoff waits) and ``block`` (a
+    client waiting out its time-out, ``StandinServer.timeout_wait``) advance ``now`` without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+        self.blocked: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(float(seconds))
+        self.now += float(seconds)
+
+    def block(self, seconds: float) -> None:
+        self.blocked.append(float(seconds))
+        self.now += float(seconds)
 
 
 class StandinCluster:

@@ -2,9 +2,10 @@
 
 No CARLA server can run on these machines (it needs a GPU and a docker engine), so every env test
 runs against the in-process stand-in of ``tests/carla_standin.py``, which reproduces the subset of the
-client/world/actor/sensor/Traffic-Manager API the env uses. Two tests use the REAL ``carla`` wheel
-where it is installed: the connection error path (a real ``carla.Client`` pointed at an unused port)
-and route planning on a real ``carla.Map`` built from a hand-made OpenDRIVE file (no server needed).
+client/world/actor/sensor/Traffic-Manager API the env uses. A few tests use the REAL ``carla`` wheel
+where it is installed: the connection error path and its retries (a real ``carla.Client`` pointed at
+an unused port) and route planning on a real ``carla.Map`` built from a hand-made OpenDRIVE file (no
+server needed).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # the stand-in lives beside this file
 from carla_standin import (  # noqa: E402
+    FakeClock,
     Location,
     Rotation,
     StandinCluster,
@@ -39,8 +41,10 @@ from av_td3.envs.carla import connection  # noqa: E402
 from av_td3.envs.carla.connection import (  # noqa: E402
     DOCKER_COMMAND,
     INSTALL_COMMAND,
+    MIN_ATTEMPT_S,
     CarlaConnectionError,
     CarlaNotInstalledError,
+    first_connect_schedule,
     with_retries,
 )
 from av_td3.envs.carla.env import SCENARIO_NPCS, CarlaEnv  # noqa: E402
@@ -515,6 +519,65 @@ def test_no_actor_leaks_over_100_resets(server):
     assert server.actors == {}
     assert server.destroyed_listening == 0  # every sensor was stop()ped before destroy()
     assert server.spawned == server.destroyed == 100 * 25
+    assert server.single_destroys == 0 and len(server.destroy_batches) == 100  # one batch per reset/close
+
+
+def test_sensors_are_stopped_then_destroyed_in_the_one_batch(env, server):
+    """Against the in-process stand-in (no CARLA server can run here): on reset and on close the
+    sensors are stop()ped and then destroyed in the same single batch of DestroyActor as the ego and
+    the NPCs (sensors first, ahead of the vehicle they are attached to), never one RPC per sensor."""
+    env.reset(seed=0)
+    for end in (lambda: env.reset(seed=1), env.close):
+        sensors = server.sensors()
+        sensor_ids, everything = {a.id for a in sensors}, set(server.actors)
+        assert len(sensor_ids) == 4 and len(everything) == 1 + 4 + 20
+        server.destroy_batches.clear()
+        end()
+        assert len(server.destroy_batches) == 1  # one batch for all of them
+        batch = server.destroy_batches[0]
+        assert sorted(batch) == sorted(everything) and set(batch[:4]) == sensor_ids  # sensors first
+        assert server.single_destroys == 0
+        assert all(s.stop_calls == 1 and not s.is_alive for s in sensors)
+        assert server.destroyed_listening == 0  # stop() came before the batch destroyed them
+    assert server.actors == {} and len(env.actors) == 0
+
+
+def test_half_built_sensor_suite_is_destroyed_by_the_batch(server, monkeypatch):
+    """Against the in-process stand-in (no CARLA server can run here): when a sensor fails to spawn
+    part way, the sensors already spawned are stop()ped and left in the actor account; the retry
+    destroys them, with the ego, in one batch (no single-actor destroys, nothing leaks)."""
+    from carla_standin import World
+
+    spawn = World.spawn_actor
+    failures = [RuntimeError("time-out of 500ms while waiting for the simulator")]
+
+    def flaky(self, blueprint, transform, attach_to=None, attachment_type=None):
+        if blueprint.id == "sensor.other.obstacle" and failures:
+            raise failures.pop()
+        return spawn(self, blueprint, transform, attach_to, attachment_type)
+
+    monkeypatch.setattr(World, "spawn_actor", flaky)
+    env = CarlaEnv(client_factory=server, config=make_cfg())
+    half_built = {}
+    real_start = env._start_episode
+
+    def start():
+        try:
+            return real_start()
+        except RuntimeError:
+            half_built.update({a.id: a for a in server.actors.values()})
+            raise
+
+    env._start_episode = start
+    env.reset(seed=0)
+    assert sorted(a.type_id for a in half_built.values()) == [
+        "sensor.camera.rgb", "sensor.other.collision", "sensor.other.lane_invasion", "vehicle.tesla.model3"]
+    assert server.destroy_batches[0] == sorted(half_built, key=lambda i: not half_built[i].type_id.startswith("sensor."))
+    assert server.single_destroys == 0 and server.destroyed_listening == 0
+    assert all(a.stop_calls == 1 for a in half_built.values() if a.type_id.startswith("sensor."))
+    assert len(server.actors) == len(env.actors) == 25 and not set(half_built) & set(server.actors)
+    env.close()
+    assert server.actors == {} and server.single_destroys == 0
 
 
 def test_tick_timeout_truncates_then_reset_reconnects_cleanly(env, server):
@@ -533,7 +596,7 @@ def test_tick_timeout_truncates_then_reset_reconnects_cleanly(env, server):
     assert server.connections == connections + 1  # reconnected
     assert info["termination_reason"] == "none" and "error" not in info
     assert len(server.actors) == len(env.actors) == 25 and hero_count(server) == 1  # old actors destroyed
-    assert server.destroyed_listening == 0
+    assert server.destroyed_listening == 0 and server.single_destroys == 0  # stopped, then one batch
     _, _, terminated, truncated, info = env.step(np.array([0.0, 0.5], np.float32))
     assert not truncated and info["termination_reason"] == "none"
 
@@ -639,8 +702,75 @@ def test_no_server_fails_fast_with_the_docker_command():
     t0 = time.monotonic()
     with pytest.raises(CarlaConnectionError) as err:
         CarlaEnv(client_factory=server, config=make_cfg(carla={"retries": 5, "backoff_s": 10.0}))
-    assert time.monotonic() - t0 < 1.0  # one attempt at construction, no backoff
+    assert time.monotonic() - t0 < 1.0  # the backoff is scaled into carla.timeout_s (0.5 s), not added
     assert DOCKER_COMMAND in str(err.value) and "localhost:2000" in str(err.value)
+
+
+def test_first_connect_retries_a_server_that_refuses_at_first():
+    """Against the in-process stand-in (no CARLA server can run here), on a fake clock: a server that
+    times out the first two connection attempts (still starting) is retried with backoff, and the
+    constructor succeeds within ``carla.timeout_s``; later calls get the full time-out again."""
+    server, clock = StandinServer(), FakeClock()
+    server.timeout_wait = clock.block  # each refused attempt costs its whole time-out, like the real client
+    server.refuse_next = 2
+    env = CarlaEnv(client_factory=server, config=make_cfg(carla={"timeout_s": 10.0, "retries": 3, "backoff_s": 1.0}),
+                   sleep=clock.sleep)
+    scale = 10.0 / (4 * 10.0 + 1.0 * (1 + 2 + 4))  # the reconnect schedule, scaled to fit in 10 s
+    assert [t for _, _, t in server.factory_calls] == pytest.approx([10.0 * scale] * 3)
+    assert clock.blocked == pytest.approx([10.0 * scale] * 2)
+    assert clock.sleeps == pytest.approx([1.0 * scale, 2.0 * scale])  # exponential backoff, scaled
+    assert clock.now < 10.0
+    assert server.connections == 1 and server.loads[-1][0] == "Town01"
+    assert server.rpc_timeout_s == 10.0  # the connected client's time-out is carla.timeout_s again
+    env.reset(seed=0)
+    assert len(server.actors) == 25
+    env.close()
+
+
+@pytest.mark.parametrize("timeout_s, retries, backoff_s, attempts", [
+    (10.0, 3, 1.0, 4),    # the defaults: 4 attempts of 2.13 s, waits 0.21, 0.43, 0.85 s
+    (10.0, 0, 1.0, 1),    # no retries: one attempt of the whole time-out, as before
+    (10.0, 5, 0.0, 6),    # no backoff: the time-out split evenly
+    (10.0, 3, 10.0, 3),   # long backoff: fewer retries, so that attempts stay >= MIN_ATTEMPT_S
+    (10.0, 100, 1.0, 6),  # as many retries as fit
+    (0.5, 2, 0.0, 1),     # a time-out under MIN_ATTEMPT_S: one attempt
+])
+def test_first_connect_without_server_fails_within_the_time_out(timeout_s, retries, backoff_s, attempts):
+    """Against the in-process stand-in (no CARLA server can run here), on a fake clock: with no server
+    answering, the first connection's attempts (each blocking for its time-out, like the real client)
+    and backoff waits add up to ``carla.timeout_s``, never more, and the error says how many were made."""
+    server, clock = StandinServer(), FakeClock()
+    server.crash()
+    server.timeout_wait = clock.block
+    cfg = make_cfg(carla={"timeout_s": timeout_s, "retries": retries, "backoff_s": backoff_s})
+    with pytest.raises(CarlaConnectionError) as err:
+        CarlaEnv(client_factory=server, config=cfg, sleep=clock.sleep)
+    assert len(server.factory_calls) == len(clock.blocked) == attempts and len(clock.sleeps) == attempts - 1
+    assert clock.now == pytest.approx(timeout_s) and clock.now <= timeout_s * (1 + 1e-9)
+    assert min(clock.blocked) >= min(MIN_ATTEMPT_S, timeout_s) * (1 - 1e-9)
+    assert all(b == pytest.approx(2 * a) for a, b in zip(clock.sleeps, clock.sleeps[1:]))  # exponential
+    msg = str(err.value)
+    assert f"within {timeout_s:g} s ({attempts} attempt" in msg
+    assert DOCKER_COMMAND in msg and "localhost:2000" in msg and "time-out" in msg
+    assert first_connect_schedule(timeout_s, retries, backoff_s)[0] == attempts - 1
+
+
+def test_reconnect_attempts_keep_the_full_time_out():
+    """Against the in-process stand-in (no CARLA server can run here): only the FIRST connection is
+    squeezed into ``carla.timeout_s``; reconnects in reset() give each attempt the whole time-out."""
+    server, clock = StandinServer(), FakeClock()
+    server.timeout_wait = clock.block
+    env = CarlaEnv(client_factory=server, config=make_cfg(carla={"timeout_s": 4.0, "retries": 2, "backoff_s": 0.5}),
+                   sleep=clock.sleep)
+    env.reset(seed=0)
+    server.crash()
+    env.step(np.zeros(2, np.float32))
+    clock.sleeps.clear()
+    server.factory_calls.clear()
+    with pytest.raises(CarlaConnectionError):
+        env.reset()
+    assert [t for _, _, t in server.factory_calls] == [4.0, 4.0, 4.0] and clock.sleeps == [0.5, 1.0]
+    env.close()
 
 
 def unused_port() -> int:
@@ -658,6 +788,20 @@ def test_real_client_against_no_server_gives_the_helpful_error():
     assert time.monotonic() - t0 < 5.0
     msg = str(err.value)
     assert DOCKER_COMMAND in msg and f"127.0.0.1:{port}" in msg and "time-out" in msg
+
+
+def test_real_client_first_connect_retries_within_the_time_out():
+    """The REAL ``carla.Client`` (no server: an unused port): two attempts whose client-side time-outs
+    (set_timeout) plus the backoff wait fit in ``carla.timeout_s`` of wall time."""
+    pytest.importorskip("carla")
+    port = unused_port()
+    t0 = time.monotonic()
+    with pytest.raises(CarlaConnectionError) as err:
+        CarlaEnv(host="127.0.0.1", port=port, config=make_cfg(carla={"timeout_s": 2.4, "retries": 1, "backoff_s": 0.2}))
+    elapsed = time.monotonic() - t0
+    assert 2.0 < elapsed < 2.4 + 0.6
+    msg = str(err.value)
+    assert "within 2.4 s (2 attempts" in msg and "time-out of 1152ms" in msg and DOCKER_COMMAND in msg
 
 
 def test_missing_carla_package_says_how_to_install(monkeypatch):

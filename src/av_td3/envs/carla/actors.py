@@ -1,9 +1,10 @@
 """Spawning and destroying the env's vehicles (the NPC handler), with an account of every actor.
 
-Rule: whatever the env spawns is recorded in an ``ActorBook`` the moment the server returns its id,
-and is destroyed with one batch of ``carla.command.DestroyActor`` on reset and close, so that repeated
-resets, faults and crashes of the training loop do not leave actors that slow the server down.
-Sensors are not destroyed here: they must be ``stop()``ped first (see ``sensors.py``).
+Rule: whatever the env spawns (ego, sensors, NPCs) is recorded in an ``ActorBook`` the moment the
+server returns its id, and is destroyed with one batch of ``carla.command.DestroyActor`` on reset and
+close, so that repeated resets, faults and crashes of the training loop do not leave actors that slow
+the server down. Sensors go into the same batch, after the env has ``stop()``ped them (see
+``sensors.py``), and ahead of the vehicles they are attached to.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class ActorBook:
     def destroy_all(self, client: Any, api: Any, world: Any = None) -> int:
         """Destroy every recorded actor in one ``apply_batch_sync``; returns how many the server destroyed.
 
+        Sensors (``sensor.*``) come first in the batch, before the vehicles they are attached to; the
+        caller must have ``stop()``ped them.
+
         ``world``: pass it after a *re*connection. Only ids that still exist with the recorded
         blueprint are destroyed then, so that a restarted server's unrelated actors (whose ids may
         coincide) are never touched.
@@ -56,6 +60,7 @@ class ActorBook:
         if world is not None:
             alive = {int(a.id): str(a.type_id) for a in world.get_actors([i for i, _ in items])}
             items = [(i, t) for i, t in items if alive.get(i) == t]
+        items.sort(key=lambda item: not item[1].startswith("sensor."))  # stable: sensors first, else spawn order
         destroyed = 0
         if items:
             responses = client.apply_batch_sync([api.command.DestroyActor(i) for i, _ in items], False)

@@ -20,9 +20,17 @@ class CarlaConfig(BaseModel):
         3, ge=1, le=1000,
         description="Env index i talks to port + i * port_step (a server also holds port+1 and port+2).",
     )
-    timeout_s: float = Field(10.0, gt=0, description="Connect, tick and sensor time-out, seconds.")
+    timeout_s: float = Field(
+        10.0, gt=0,
+        description="Time-out of the first connection in total (all its attempts and waits), of each reconnect "
+        "attempt, tick and camera image, seconds.",
+    )
     load_timeout_s: float = Field(120.0, gt=0, description="Time-out while the server loads the town, seconds.")
-    retries: int = Field(3, ge=0, le=100, description="Reconnect attempts after the first, on connect or fault.")
+    retries: int = Field(
+        3, ge=0, le=100,
+        description="Connection attempts after the first: on the first connection (as many as fit in timeout_s "
+        "with attempts of >= 1 s) and on a reconnect after a fault.",
+    )
     backoff_s: float = Field(1.0, ge=0, le=600, description="Wait before retry k is backoff_s * 2**k, seconds.")
 
     # --- world settings and traffic manager (world.py) -----------------------------------------

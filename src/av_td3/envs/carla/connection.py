@@ -1,6 +1,15 @@
 """Connecting to a CARLA 0.9.16 server: import the client, a time-out per attempt, retries with
 exponential backoff, and errors that tell the user what to do.
 
+Two schedules share one retry loop (``with_retries``):
+
+* the FIRST connection (``connect_with_retries``, from the env constructor) gets ``carla.timeout_s``
+  in total: its ``carla.retries + 1`` attempts and the backoff waits between them are the reconnect
+  schedule scaled down by one factor (``first_connect_schedule``), so a server that is still starting
+  or refused one attempt is retried, and a missing server is still reported after ``timeout_s``;
+* a RECONNECT after a fault (``CarlaEnv.reset``) gives every attempt the full ``timeout_s`` and waits
+  ``backoff_s * 2**k`` before retry k+1.
+
 A *client factory* is any callable ``(host, port, timeout_s) -> client`` where ``client`` offers the
 subset of ``carla.Client`` the env uses. The default builds a real ``carla.Client``; tests inject an
 in-process stand-in (no server can run on CI machines).
@@ -25,9 +34,15 @@ INSTALL_COMMAND = "pip install -e .[carla]"
 
 ClientFactory = Callable[[str, int, float], Any]
 
+#: The first connection's attempts get at least this time-out, s (or all of ``carla.timeout_s`` when
+#: that is shorter): a live server answers the version request in milliseconds, but a loaded machine
+#: or a network hop needs headroom. Retries that would cut attempts shorter are not made.
+MIN_ATTEMPT_S = 1.0
+
 __all__ = [
     "CarlaConnectionError", "CarlaNotInstalledError", "CarlaUnavailableError", "ClientFactory", "DOCKER_COMMAND",
-    "INSTALL_COMMAND", "connect", "connection_error_message", "import_carla", "real_client_factory", "with_retries",
+    "INSTALL_COMMAND", "MIN_ATTEMPT_S", "connect", "connect_with_retries", "connection_error_message",
+    "first_connect_schedule", "import_carla", "real_client_factory", "with_retries",
 ]
 
 
@@ -115,3 +130,60 @@ def with_retries(
             if attempt == retries:
                 raise
     raise AssertionError("unreachable")
+
+
+def first_connect_schedule(timeout_s: float, retries: int, backoff_s: float) -> tuple[int, float, float]:
+    """``(retries, attempt time-out s, backoff base s)`` of the first connection, all within ``timeout_s``.
+
+    The reconnect schedule (``retries + 1`` attempts of ``timeout_s``, waits ``backoff_s * 2**k``
+    between them) is scaled by one factor so that attempts plus waits add up to ``timeout_s``. When
+    that would give attempts shorter than ``min(MIN_ATTEMPT_S, timeout_s)``, fewer retries are made
+    (down to a single attempt of the whole ``timeout_s``, as with ``retries = 0``).
+    """
+    floor = min(MIN_ATTEMPT_S, timeout_s)
+    for r in range(retries, -1, -1):
+        scale = timeout_s / ((r + 1) * timeout_s + backoff_s * (2**r - 1))
+        if timeout_s * scale >= floor * (1 - 1e-9) or r == 0:
+            return r, timeout_s * scale, backoff_s * scale
+    raise AssertionError("unreachable")
+
+
+def connect_with_retries(
+    factory: ClientFactory,
+    host: str,
+    port: int,
+    timeout_s: float,
+    retries: int,
+    backoff_s: float,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """The first connection: ``connect`` retried with backoff (``with_retries``) on the schedule of
+    ``first_connect_schedule``, so that a missing server is reported within ``timeout_s`` in total.
+
+    The client returned has its time-out set back to ``timeout_s`` for every later call.
+
+    Raises:
+        CarlaConnectionError: no attempt got an answer; the message gives the total time-out, the
+            number of attempts and the command that starts a server.
+        CarlaNotInstalledError: from the default factory when ``carla`` is missing (not retried).
+    """
+    n_retries, attempt_s, base_s = first_connect_schedule(timeout_s, retries, backoff_s)
+    attempts = 0
+
+    def attempt() -> Any:
+        nonlocal attempts
+        attempts += 1
+        try:
+            return connect(factory, host, port, attempt_s)
+        except CarlaConnectionError as exc:  # retried and logged as the client's own one-line error;
+            cause = exc.__cause__  # the help text comes once, with the final error
+            raise cause if isinstance(cause, RuntimeError) else RuntimeError(str(exc)) from None
+
+    try:
+        client = with_retries(attempt, n_retries, base_s, f"connect to {host}:{port}", sleep)
+    except CarlaUnavailableError:  # the carla package is missing: not a connection problem
+        raise
+    except RuntimeError as exc:
+        raise CarlaConnectionError(connection_error_message(host, port, timeout_s, attempts, exc)) from exc
+    client.set_timeout(timeout_s)
+    return client

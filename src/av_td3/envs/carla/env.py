@@ -11,10 +11,17 @@ The env is a thin coordinator; each job lives in its own module:
 * ``av_td3.envs.task`` - vector, reward, termination and ``info``, shared with the town backend, so
   both backends compute them identically from (x, y, yaw, speed) and the step's events.
 
+Connecting: the constructor's first connection retries with backoff (``carla.retries``,
+``carla.backoff_s``) within ``carla.timeout_s`` in total (``connection.connect_with_retries``).
+
 Faults: a ``RuntimeError`` from the server while stepping (typically ``World.tick`` timing out) ends
 the episode as truncated with ``info["termination_reason"] == "error"`` and ``info["error"]``; the next
 ``reset()`` reconnects with backoff (``carla.retries``, ``carla.backoff_s``), destroys what the old
 connection left behind and rebuilds the world.
+
+Destruction: every actor the env spawns (ego, sensors, NPCs) is recorded in ``self.actors`` and is
+destroyed with one batch of ``carla.command.DestroyActor`` on reset and close; the sensors are
+``stop()``ped first.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from av_td3.envs.carla.connection import (
     DOCKER_COMMAND,
     ClientFactory,
     connect,
+    connect_with_retries,
     import_carla,
     real_client_factory,
     with_retries,
@@ -82,15 +90,17 @@ class CarlaEnv(gym.Env):
         env_index: index of this env among parallel envs: selects its server port and Traffic Manager port.
         carla_module: the module providing ``Transform``, ``VehicleControl``, ``command``...; None = the
             factory's ``carla_module`` or the real ``carla``.
-        sleep: injectable wait used between reconnect attempts.
+        sleep: injectable wait used between connection attempts (first connection and reconnects).
         **env_overrides: ``env`` config fields, e.g. ``npc_count=0`` or ``route="random"`` (as for ``TownEnv``).
 
     Attributes ``wheelbase_m`` and ``max_steer_rad`` give the ego's geometry for classical controllers,
     read from its physics control at every spawn (``vehicle_geometry``; fallback 2.875 m and 35 deg).
 
-    The constructor connects once (one attempt of ``carla.timeout_s``) so that a missing server is
-    reported at once with the command that starts one (``CarlaConnectionError``); a missing ``carla``
-    package raises ``CarlaNotInstalledError`` with the install command.
+    The constructor connects at once, retrying with backoff within ``carla.timeout_s`` in total (see
+    ``connection.first_connect_schedule``), so that a server that is still starting is waited for and
+    a missing one is reported after ``carla.timeout_s`` with the command that starts one
+    (``CarlaConnectionError``); a missing ``carla`` package raises ``CarlaNotInstalledError`` with the
+    install command.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(round(1.0 / STEP_SECONDS))}
@@ -161,7 +171,7 @@ class CarlaEnv(gym.Env):
         self._faulted = False
         self.npc_ids: list[int] = []
         try:
-            self._session = self._open_session()
+            self._session = self._open_session(first=True)
         except CarlaUnavailableError:
             raise
         except RuntimeError as exc:  # connected, but the world could not be set up (e.g. load time-out)
@@ -258,9 +268,15 @@ class CarlaEnv(gym.Env):
     # ------------------------------------------------------------------------------------------------
     # connection and episode life cycle
     # ------------------------------------------------------------------------------------------------
-    def _open_session(self) -> SyncWorld:
+    def _open_session(self, first: bool = False) -> SyncWorld:
+        """Connect and set the world up. ``first``: the constructor's connection, retried within
+        ``carla.timeout_s``; otherwise one attempt (``reset()`` retries the whole session)."""
         c = self.carla_cfg
-        client = connect(self._factory, self.host, self.port, c.timeout_s)
+        if first:
+            client = connect_with_retries(self._factory, self.host, self.port, c.timeout_s, c.retries, c.backoff_s,
+                                          self._sleep)
+        else:
+            client = connect(self._factory, self.host, self.port, c.timeout_s)
         session = SyncWorld.open(
             client, town=c.town, tm_port=self.tm_port, seed=self._tm_seed, no_rendering=c.no_rendering,
             timeout_s=c.timeout_s, load_timeout_s=c.load_timeout_s, original_settings=self._original_settings,
@@ -301,13 +317,11 @@ class CarlaEnv(gym.Env):
         self._ego, ego_at = spawn_ego(s.world, self.actors, self._ego_bp, candidates)
         self.wheelbase_m, self.max_steer_rad = vehicle_geometry(self._ego)
         bb = self._ego.bounding_box
-        self._sensors = SensorSuite(
+        self._sensors = SensorSuite(  # records each sensor in self.actors as it spawns
             s.world, self._api, self._ego, self._camera,
             (self.env_cfg.image_height, self.env_cfg.image_width), c.obstacle_distance_m,
-            obstacle_x_m=float(bb.location.x + bb.extent.x),
+            obstacle_x_m=float(bb.location.x + bb.extent.x), book=self.actors,
         )
-        for sensor in self._sensors.sensors:
-            self.actors.add(sensor.id, sensor.type_id)
         npc_points = far_spawn_points(self._spawn_points, ego_at.location, c.npc_min_distance_m)
         self.npc_ids = spawn_npcs(s.client, self._api, self.actors, self._npc_bps, npc_points, self.npc_count,
                                   self.np_random, s.tm_port)
@@ -325,13 +339,9 @@ class CarlaEnv(gym.Env):
         return obs, dict(info)
 
     def _end_episode(self, tick: bool) -> None:
-        """Stop and destroy the sensors, then batch-destroy every other actor of this env."""
+        """Stop the sensors, then destroy every actor of this env (sensors, ego, NPCs) in one batch."""
         if self._sensors is not None:
-            ids = self._sensors.ids
-            left = set(self._sensors.destroy())
-            for i in ids:
-                if i not in left:
-                    self.actors.discard(i)
+            self._sensors.stop()  # before destroy: a destroyed sensor still listening keeps its stream open
             self._sensors = None
         self._ego = None
         self.actors.destroy_all(self._session.client, self._api)

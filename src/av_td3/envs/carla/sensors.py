@@ -7,8 +7,12 @@ only store what arrived (under a lock); the env's thread turns it into observati
 ``pop_events()`` returns (and clears) the events since the previous call.
 
 Frames: the camera is mounted in the ego frame (x forward, y right, z up, metres; CARLA convention).
-Sensors must be ``stop()``ped before ``destroy()`` (a destroyed sensor that is still listening keeps
-its stream open on the server and the client).
+
+Destruction: each sensor is recorded in the env's ``ActorBook`` the moment it spawns; the env
+``stop()``s the suite and then destroys the sensors in the same batch of ``carla.command.DestroyActor``
+as its other actors (``ActorBook.destroy_all``). Sensors must be ``stop()``ped before they are
+destroyed (a destroyed sensor that is still listening keeps its stream open on the server and the
+client).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from av_td3.envs.carla.actors import ActorBook
 
 #: ITU-R BT.601 luma weights in CARLA's BGRA byte order (B, G, R).
 _LUMA_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)
@@ -128,6 +134,8 @@ class SensorSuite:
         obstacle_distance_m: obstacle sensor range, m.
         obstacle_x_m: obstacle sensor mount ahead of the ego origin (its front bumper), m, so that the
             reported distance is a bumper-to-obstacle gap like ``task.StepEvents.obstacle_distance_m``.
+        book: the env's actor account; every sensor is added the moment the server returns it, so the
+            env's batch destroys it even when the suite is only half built (spawning failed part way).
     """
 
     def __init__(
@@ -139,6 +147,8 @@ class SensorSuite:
         out_hw: tuple[int, int],
         obstacle_distance_m: float,
         obstacle_x_m: float = 2.4,
+        *,
+        book: ActorBook,
     ):
         self._lock = threading.Lock()
         self._images: "queue.Queue[Any]" = queue.Queue()
@@ -147,6 +157,7 @@ class SensorSuite:
         self.out_hw = tuple(out_hw)
         self.camera_spec = camera
         self.last_bgra: np.ndarray | None = None
+        self._book = book
         self._resize = GrayscaleResizer((camera.height, camera.width), out_hw) if camera else None
         library = world.get_blueprint_library()
         try:
@@ -166,40 +177,24 @@ class SensorSuite:
             bp.set_attribute("sensor_tick", "0.0")
             self._attach(world, bp, api.Transform(api.Location(x=obstacle_x_m, z=0.7)), ego, self._on_obstacle)
         except Exception:
-            self.destroy()  # half-built suites must not leak sensors
+            self.stop()  # half built: the spawned sensors are in the book; the env's next batch destroys them
             raise
 
     # --- construction / destruction -------------------------------------------------------------
     def _attach(self, world: Any, bp: Any, transform: Any, ego: Any, callback: Any) -> None:
         sensor = world.spawn_actor(bp, transform, attach_to=ego)
+        self._book.add(sensor.id, sensor.type_id)
         self.sensors.append(sensor)
         sensor.listen(callback)
 
-    @property
-    def ids(self) -> list[int]:
-        return [int(s.id) for s in self.sensors]
-
     def stop(self) -> None:
-        """Stop every sensor's stream (client side; safe when the server is gone)."""
+        """Stop every sensor's stream (client side; safe when the server is gone). The sensors are
+        destroyed afterwards by the env, in its batch (``ActorBook.destroy_all``)."""
         for sensor in self.sensors:
             try:
                 sensor.stop()
             except RuntimeError:
                 pass
-
-    def destroy(self) -> list[int]:
-        """``stop()`` then ``destroy()`` every sensor; returns the ids the server did not confirm destroyed
-        (the caller batch-destroys those later, so they cannot leak)."""
-        self.stop()
-        left = []
-        for sensor in self.sensors:
-            try:
-                if not sensor.destroy():
-                    left.append(int(sensor.id))
-            except RuntimeError:
-                left.append(int(sensor.id))
-        self.sensors = []
-        return left
 
     # --- callbacks (CARLA's threads) -------------------------------------------------------------
     def _on_collision(self, event: Any) -> None:
