@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tracemalloc
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ from av_td3 import DictReplayBuffer
 from av_td3.buffers import BufferTooLargeError, ReplayBatch
 from av_td3.buffers import memory as memory_module
 from av_td3.envs.contract import FrameStack, make_observation_space
+from av_td3.io import CorruptFileError
 
 pytestmark = pytest.mark.filterwarnings("ignore:DictReplayBuffer.*new frame sequence:RuntimeWarning")
 
@@ -432,6 +434,81 @@ def test_save_load_round_trip(tmp_path):
         DictReplayBuffer.load(tmp_path / "flat.npz")
 
 
+def full_ring(max_size: int = 2000, size: int = 48) -> DictReplayBuffer:
+    buf = DictReplayBuffer(make_observation_space(height=size, width=size), action_dim=2, max_size=max_size, seed=0)
+    drive(buf, max_size + max_size // 4, np.random.default_rng(0), episode_len=500)
+    assert buf._rows_filled() == buf._rows and len(buf) == max_size  # every row written: the largest file
+    return buf
+
+
+def test_resuming_needs_the_buffer_in_memory_once(tmp_path, monkeypatch):
+    """With 1.5x the buffer free, building it works, so loading it must too.
+
+    The fake MemAvailable drops by every byte numpy allocates (tracemalloc), as the real one drops by the
+    pages those bytes occupy: checking memory after reading the saved rows (or holding them twice) fails.
+    """
+    buf = full_ring()
+    path = tmp_path / "replay_buffer.npz"
+    buf.save(path)
+    nbytes = buf.nbytes
+    budget = int(1.5 * nbytes)
+    monkeypatch.setattr(memory_module, "available_memory_bytes", lambda: budget - tracemalloc.get_traced_memory()[0])
+    tracemalloc.start()
+    try:
+        fresh = DictReplayBuffer(buf.observation_space, action_dim=2, max_size=buf.max_size)
+        assert fresh.nbytes == nbytes
+        del fresh
+        loaded = DictReplayBuffer.load(path)
+        _, peak = tracemalloc.get_traced_memory()
+        assert peak < budget  # the ring plus 1 MiB chunks, not the ring plus a copy of the rows
+        assert len(loaded) == len(buf) and np.array_equal(loaded.valid_indices(), buf.valid_indices())
+        idx = buf.valid_indices()[::7]
+        for a, b in zip(buf.get_batch(idx), loaded.get_batch(idx), strict=True):
+            for x, y in zip(*(t.values() if isinstance(t, dict) else [t] for t in (a, b)), strict=True):
+                assert torch.equal(x, y)
+        del loaded
+
+        budget = int(0.9 * nbytes)  # really too small: refused from the file's settings, before reading rows
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        refused = r"DictReplayBuffer\(max_size=2,000\).*largest max_size.*saved in .*npz.*free memory; or move the file"
+        with pytest.raises(BufferTooLargeError, match=refused):
+            DictReplayBuffer.load(path)
+        assert tracemalloc.get_traced_memory()[1] - before < 0.05 * nbytes
+    finally:
+        tracemalloc.stop()
+
+
+def test_damaged_buffer_file_gives_a_clear_error(tmp_path):
+    buf = DictReplayBuffer(make_observation_space(height=36, width=36), action_dim=2, max_size=100)
+    drive(buf, 60, np.random.default_rng(1), episode_len=20)
+    buf.save(tmp_path / "good.npz")
+    data = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])  # e.g. the disk filled up during a copy
+    flipped = bytearray(data)
+    flipped[len(data) // 3] ^= 0xFF  # a bit flip inside the frames: the zip's CRC check catches it
+    (tmp_path / "flipped.npz").write_bytes(bytes(flipped))
+    (tmp_path / "junk.npz").write_bytes(b"this is not a replay buffer")
+    for name in ("cut.npz", "flipped.npz", "junk.npz"):
+        path = tmp_path / name
+        with pytest.raises(CorruptFileError, match=rf"replay buffer file {re.escape(str(path))} is truncated or "
+                                                   r"corrupt.*Delete it to resume without the saved replay buffer"):
+            DictReplayBuffer.load(path)
+    with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path / "missing.npz"))):
+        DictReplayBuffer.load(tmp_path / "missing.npz")
+    assert len(DictReplayBuffer.load(tmp_path / "good.npz")) == len(buf) == 60
+
+
+def test_save_creates_the_checkpoint_folder(tmp_path):
+    buf = DictReplayBuffer(make_observation_space(height=36, width=36), action_dim=2, max_size=100)
+    drive(buf, 30, np.random.default_rng(2), episode_len=20)
+    path = tmp_path / "run" / "checkpoints" / "replay_buffer.npz"  # neither folder exists yet
+    buf.save(path)
+    assert os.listdir(path.parent) == ["replay_buffer.npz"]  # exactly at path, no temp file left
+    loaded = DictReplayBuffer.load(path)
+    assert len(loaded) == 30 and np.array_equal(loaded.valid_indices(), buf.valid_indices())
+
+
 # --------------------------------------------------------------------------------------------- errors
 @pytest.fixture
 def buf100():
@@ -461,6 +538,20 @@ def test_error_flat_state_passed(buf100):
         buf100.add(
             obs_dict=np.zeros(535, np.float32), action=np.zeros(2), next_obs_dict=good_obs(), reward=0.0, done=False
         )
+
+
+def test_error_seed_flat_call(buf100):
+    """The seed's ``add(state=..., next_state=...)`` names the dict call instead of a bare TypeError."""
+    with pytest.raises(TypeError, match=r"not state=/next_state=: pass the dict observation \(obs_dict=\.\.\., "
+                                        r"next_obs_dict=\.\.\.\).*got state=ndarray of shape \(535,\).*ReplayBuffer"):
+        buf100.add(state=np.zeros(535), action=np.zeros(2), next_state=np.zeros(535), reward=0.0, done=False)
+    with pytest.raises(TypeError, match=r"pass the dict observation \(obs_dict="):  # mixed: still named
+        buf100.add(obs_dict=good_obs(), action=np.zeros(2), next_state=np.zeros(535), reward=0.0, done=False)
+    with pytest.raises(TypeError, match=r"add\(\) missing next_obs_dict, done: call add\(obs_dict=\.\.\., action="):
+        buf100.add(obs_dict=good_obs(), action=np.zeros(2), reward=0.0)
+    assert len(buf100) == 100
+    buf100.add(good_obs(), np.zeros(2), good_obs(), 0.0, True)  # positional call still works
+    assert len(buf100) == 101
 
 
 def test_error_dict_without_image(buf100):

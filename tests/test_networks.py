@@ -33,10 +33,27 @@ def test_uint8_input_is_scaled_like_float_input():
 
 def test_nature_cnn_rejects_wrong_channels_and_tiny_images():
     cnn = NatureCNN(4, 16, image_size=(36, 36))
-    with pytest.raises(ValueError, match=r"\(B, 4, H, W\)"):
+    with pytest.raises(ValueError, match=r"\(B, 4, 36, 36\).*got \(1, 3, 36, 36\).*input_channels=3"):
         cnn(torch.zeros(1, 3, 36, 36))
+    with pytest.raises(ValueError, match=r"expects images shaped \(B, 4, 36, 36\).*got \(4, 36, 36\)"):
+        cnn(torch.zeros(4, 36, 36))  # no batch dimension
     with pytest.raises(ValueError, match="at least 36x36"):
         NatureCNN(4, 16, image_size=(20, 20))
+
+
+@pytest.mark.parametrize("size", [(84, 84), (40, 36), (37, 37)])
+def test_nature_cnn_rejects_another_image_size_than_it_was_built_for(size):
+    """A clear error, not the linear layer's raw matmul error (84x84); (40, 36) and (37, 37) give the same
+    flatten size, so they used to run silently on features the CNN was not built for: refused too."""
+    cnn = NatureCNN(4, 16, image_size=(36, 36))
+    msg = (rf"expects images shaped \(B, 4, 36, 36\) \(built with input_channels=4, image_size=\(36, 36\)\), "
+           rf"got \(2, 4, {size[0]}, {size[1]}\).*NatureCNN\(input_channels=4, image_size=\({size[0]}, {size[1]}\)\)")
+    for dtype in (torch.uint8, torch.float32):
+        with pytest.raises(ValueError, match=msg):
+            cnn(torch.zeros(2, 4, *size, dtype=dtype))
+    assert cnn(torch.zeros(2, 4, 36, 36, dtype=torch.uint8)).shape == (2, 16)
+    rebuilt = NatureCNN(4, 16, image_size=size)  # what the message says to do works
+    assert rebuilt(torch.zeros(2, 4, *size, dtype=torch.uint8)).shape == (2, 16)
 
 
 def test_actor_is_bounded_and_critic_has_two_heads():

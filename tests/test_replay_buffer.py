@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from av_td3 import ReplayBuffer
 from av_td3.buffers import BufferTooLargeError, ReplayBatch
 from av_td3.buffers import memory as memory_module
+from av_td3.io import CorruptFileError
 
 
 def test_seed_call_and_shapes():
@@ -133,6 +135,64 @@ def test_save_load_round_trip(tmp_path):
         assert torch.equal(a, b)
     loaded2 = ReplayBuffer.from_state_dict(buf.state_dict())
     assert len(loaded2) == len(buf) == 50
+
+
+def test_dict_call_on_the_flat_buffer_says_which_buffer_it_is():
+    buf = ReplayBuffer(535, 2, 10)
+    obs = {"image": np.zeros((4, 84, 84), np.uint8), "vector": np.zeros(23, np.float32)}
+    with pytest.raises(TypeError, match=r"obs_dict=/next_obs_dict=, but this is the flat-state buffer: pass "
+                                        r"state=/next_state= as flat \(535,\).*DictReplayBuffer"):
+        buf.add(obs_dict=obs, action=np.zeros(2), next_obs_dict=obs, reward=0.0, done=False)
+    with pytest.raises(TypeError, match=r"add\(\) missing state, next_state: call add\(state=\.\.\., action="):
+        buf.add(action=np.zeros(2), reward=0.0, done=False)
+    assert len(buf) == 0
+    buf.add(np.zeros(535), np.zeros(2), np.zeros(535), 0.0, False)  # positional call still works
+    assert len(buf) == 1
+
+
+def test_resuming_needs_the_buffer_in_memory_once(tmp_path, monkeypatch):
+    """1.5x the buffer free (a fake MemAvailable that drops by every byte numpy allocates): build and load work."""
+    buf = ReplayBuffer(535, 2, 2000, seed=0)
+    rng = np.random.default_rng(0)
+    state = rng.normal(size=535).astype(np.float32)
+    for t in range(2300):
+        nxt = rng.normal(size=535).astype(np.float32)
+        buf.add(state=state, action=rng.uniform(-1, 1, 2), next_state=nxt, reward=float(t), done=t % 100 == 99)
+        state = nxt
+    assert len(buf) == buf.max_size
+    path = tmp_path / "buffer.npz"
+    buf.save(path)
+    budget = int(1.5 * buf.nbytes)
+    monkeypatch.setattr(memory_module, "available_memory_bytes", lambda: budget - tracemalloc.get_traced_memory()[0])
+    tracemalloc.start()
+    try:
+        fresh = ReplayBuffer(535, 2, 2000)
+        del fresh
+        loaded = ReplayBuffer.load(path)
+        assert tracemalloc.get_traced_memory()[1] < budget  # not the ring plus a copy of the rows
+        for a, b in zip(buf.get_batch(np.arange(2000)), loaded.get_batch(np.arange(2000)), strict=True):
+            assert torch.equal(a, b)
+        del loaded
+        budget = int(0.9 * buf.nbytes)
+        with pytest.raises(BufferTooLargeError, match=r"ReplayBuffer\(max_size=2,000\).*saved in .*or move the file"):
+            ReplayBuffer.load(path)
+    finally:
+        tracemalloc.stop()
+
+
+def test_truncated_file_and_new_folder(tmp_path):
+    buf = ReplayBuffer(5, 2, 50)
+    for t in range(20):
+        buf.add(state=np.full(5, t), action=np.zeros(2), next_state=np.full(5, t + 1), reward=1.0, done=False)
+    path = tmp_path / "new" / "folder" / "flat.npz"  # saving creates the folders
+    buf.save(path)
+    assert os.listdir(path.parent) == ["flat.npz"]
+    data = path.read_bytes()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(data[:-100])
+    with pytest.raises(CorruptFileError, match=rf"{re.escape(str(cut))} is truncated or corrupt.*Delete it"):
+        ReplayBuffer.load(cut)
+    assert len(ReplayBuffer.load(path)) == 20
 
 
 def test_refuses_impossible_max_size(monkeypatch):

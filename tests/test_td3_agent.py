@@ -144,10 +144,17 @@ def test_frozen_mode_never_changes_the_cnn(capsys):
     assert np.array_equal(agent.select_action(obs), agent.select_action(agent.flatten_obs(obs)))
 
 
-def test_targets_move_by_exactly_tau_on_actor_steps_only():
-    agent = fill(make_agent("critic", tau=0.1))
+@pytest.mark.parametrize("mode", ["critic", "separate"])
+def test_targets_move_by_exactly_tau_on_actor_steps_only(mode):
+    agent = fill(make_agent(mode, tau=0.1))
     pairs = [(agent.actor, agent.actor_target), (agent.critic, agent.critic_target),
              (agent.encoder, agent.encoder_target)]
+    if mode == "separate":  # the actor's own CNN has its own target, read by td_target for pi'(s')
+        assert agent.actor_encoder is not None and agent.actor_encoder_target is not None
+        pairs.append((agent.actor_encoder, agent.actor_encoder_target))
+    # every target network the agent has is checked here (a new one must be added to `pairs`)
+    nets = agent._networks()
+    assert {id(nets[name]) for name in nets if name.endswith("_target")} == {id(t) for _, t in pairs}
     old = [params(t) for _, t in pairs]
     assert "actor_loss" not in agent.train()  # critic-only step: targets stay
     assert all(torch.equal(p, o[n]) for (_, t), o in zip(pairs, old) for n, p in t.named_parameters())
@@ -158,6 +165,10 @@ def test_targets_move_by_exactly_tau_on_actor_steps_only():
             torch.testing.assert_close(p, 0.1 * online_p[name].detach() + 0.9 * o[name], rtol=1e-6, atol=1e-7)
             assert not p.requires_grad
     assert len(list(agent.encoder_target.parameters())) == len(list(agent.cnn_extractor.parameters()))
+    if mode == "separate":
+        assert len(list(agent.actor_encoder_target.parameters())) == len(list(agent.actor_encoder.cnn.parameters()))
+        assert all(p.data_ptr() != q.data_ptr() for p, q in zip(agent.actor_encoder_target.parameters(),
+                                                                 agent.encoder_target.parameters()))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -18,12 +18,15 @@ class NatureCNN(nn.Module):
 
     ``C -> 32 (8x8 s4) -> 64 (4x4 s2) -> 64 (3x3 s1) -> flatten -> Linear -> feature_dim``, ReLU after
     every layer (the seed's and SB3's NatureCNN; ``TD3Agent``'s docstring says why not LayerNorm).
-    The flatten size is computed from ``image_size``, so any image of at least 36 x 36 works.
+    The flatten size is computed from ``image_size``, so a CNN can be built for any image of at least
+    36 x 36; ``forward`` then takes exactly ``(B, input_channels, *image_size)``.
 
     Input is ``uint8`` in [0, 255] (scaled to [0, 1] inside, so buffers and envs keep bytes) or floats
-    already in [0, 1]. Convolutions run in ``channels_last`` layout: oneDNN's fastest on CPU (the first
-    convolution's forward + backward at batch 256: 27 ms instead of 47 ms in NCHW on 2 cores) and the
-    tensor-core layout on GPU.
+    that must already be in [0, 1]: float input is used as given (not divided by 255, and not checked,
+    since checking its range would cost a host sync per forward on GPU), so raw 0..255 floats silently
+    give 255x too large activations; pass such pixels as ``uint8``. Convolutions run in
+    ``channels_last`` layout: oneDNN's fastest on CPU (the first convolution's forward + backward at
+    batch 256: 27 ms instead of 47 ms in NCHW on 2 cores) and the tensor-core layout on GPU.
     """
 
     def __init__(self, input_channels: int = 4, feature_dim: int = 512, image_size: Sequence[int] = (84, 84)):
@@ -44,10 +47,23 @@ class NatureCNN(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` uint8 or float -> ``(B, feature_dim)`` float32."""
-        if images.dim() != 4 or images.shape[1] != self.input_channels:
+        """``(B, C, H, W)`` uint8 in [0, 255] or float in [0, 1] -> ``(B, feature_dim)`` float32.
+
+        Raises:
+            ValueError: ``images`` is not ``(B, input_channels, *image_size)``, the shape this CNN was
+                built for (its linear layer's input size depends on the image size).
+        """
+        expected = (self.input_channels, *self.image_size)
+        if images.dim() != 4 or tuple(images.shape[-3:]) != expected:  # shape only: no host sync
+            got = tuple(images.shape)
+            hint = ""
+            if images.dim() == 4:
+                hint = (f"; for {got[2]}x{got[3]} images with {got[1]} channels build it with NatureCNN("
+                        f"input_channels={got[1]}, image_size=({got[2]}, {got[3]})), or resize the images")
             raise ValueError(
-                f"NatureCNN expects images shaped (B, {self.input_channels}, H, W), got {tuple(images.shape)}"
+                f"NatureCNN expects images shaped (B, {self.input_channels}, {self.image_size[0]}, "
+                f"{self.image_size[1]}) (built with input_channels={self.input_channels}, image_size="
+                f"{self.image_size}), got {got}{hint}"
             )
         # 1/255 is folded into the first convolution's weights (no extra pass over the pixels). Under
         # autocast the pixels go straight to its dtype (one pass instead of uint8 -> float32 -> bfloat16).

@@ -7,15 +7,21 @@ dict buffer, one full transition for the flat buffer) and how a transition finds
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import tempfile
 import weakref
+import zipfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from numpy.lib import format as npy_format
+
+from av_td3.buffers.memory import BufferTooLargeError
+from av_td3.io import CorruptFileError, atomic_write
 
 # Row flags (one uint8 per row).
 ACT = 1  # the row holds a transition (action, reward, done, truncated)
@@ -31,6 +37,27 @@ FORMAT_VERSION = 1
 _POOL_MIN_BYTES = 1 << 20
 _POOL_PER_SHAPE = 4
 _POOL_MAX_SHAPES = 8
+
+# ``load`` reads each stored array straight into the ring, this many bytes at a time.
+_READ_CHUNK = 1 << 20
+
+
+class _Required:
+    """Default of ``add()`` arguments that must be given: lets ``add`` explain a wrong call itself
+    (e.g. the other buffer's keywords) instead of Python's bare "missing argument" TypeError."""
+
+    def __repr__(self) -> str:
+        return "<required>"
+
+
+REQUIRED: Any = _Required()
+
+
+def missing_args(owner: str, **given: Any) -> None:
+    """Raise a TypeError naming the ``add()`` arguments left at ``REQUIRED`` and showing the full call."""
+    missing = [name for name, value in given.items() if value is REQUIRED]
+    call = ", ".join(f"{name}=..." for name in given)
+    raise TypeError(f"{owner}.add() missing {', '.join(missing)}: call add({call}, truncated=...)")
 
 
 class ReplayBatch(NamedTuple):
@@ -106,29 +133,11 @@ def nstep_window(
     return ret, not_done, m, cur
 
 
-def _atomic_savez(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` to a temp file in the same folder, then ``os.replace``: a crash never leaves a
-    half-written checkpoint under ``path``. The file is written exactly at ``path`` (no ``.npz`` added)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class BaseReplayBuffer(ABC):
     """Common machinery: argument checks, uniform sampling, tensors on the device, save/load.
 
     Subclasses implement ``_storage`` (all allocated arrays), ``_sampleable`` (row mask test),
-    ``get_batch`` and the ``_state``/``_restore`` pair used by checkpoints.
+    ``get_batch`` and, for checkpoints, ``_state`` and its inverse ``_build`` + ``_set_counters``.
     """
 
     def __init__(
@@ -179,32 +188,25 @@ class BaseReplayBuffer(ABC):
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """``(meta, arrays)``: JSON-able settings and counters, and the filled rows of the ring."""
 
-    @abstractmethod
-    def _set_storage(self, name: str, array: np.ndarray) -> None:
-        """Replace the storage array called ``name`` (a key of ``_storage()``)."""
-
-    def _adopt(self, arrays: dict[str, np.ndarray]) -> None:
-        """Fill the ring from checkpoint arrays (the first rows of each storage array).
-
-        A full ring is adopted as loaded instead of copied: the ``np.empty`` ring it replaces was never
-        touched, so a resumed 1M-transition buffer does not need twice its size in RAM.
-        """
-        for name, store in self._storage().items():
-            saved = arrays[name]
-            if saved.shape[1:] != store.shape[1:] or saved.dtype != store.dtype or len(saved) > len(store):
-                raise ValueError(
-                    f"checkpoint array {name!r} is {saved.dtype} {saved.shape}, "
-                    f"expected {store.dtype} rows of {store.shape[1:]}"
-                )
-            if saved.shape == store.shape and saved.flags.c_contiguous and saved.flags.writeable:
-                self._set_storage(name, saved)
-            else:
-                store[: len(saved)] = saved
-
     @classmethod
     @abstractmethod
-    def _restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], device: str | torch.device):
-        """Rebuild a buffer from ``_state()``'s output."""
+    def _build(cls, meta: dict[str, Any], read: Callable[[str], np.ndarray], device: str | torch.device):
+        """An empty buffer with the settings in ``meta`` (``_state()``'s), its ring allocated but untouched.
+
+        ``read(name)`` returns a small non-storage checkpoint array (e.g. the dict buffer's space bounds).
+        The constructor's memory check runs here, before any storage array is read.
+        """
+
+    @abstractmethod
+    def _set_counters(self, meta: dict[str, Any]) -> None:
+        """Restore write pointer and bookkeeping from ``meta`` once the ring holds the saved rows."""
+
+    def _fill(self, arrays: dict[str, np.ndarray]) -> None:
+        """Copy checkpoint arrays (the first rows of each storage array) into the ring."""
+        for name, store in self._storage().items():
+            saved = arrays[name]
+            _check_saved(name, saved.shape, saved.dtype, store)
+            store[: len(saved)] = saved
 
     # ------------------------------------------------------------------------------------- sampling
     @property
@@ -241,7 +243,12 @@ class BaseReplayBuffer(ABC):
         return self.get_batch(self.sample_indices(batch_size, rng))
 
     def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> tuple:
-        """``(obs, action, next_obs, reward, not_done)``: the first five fields of ``sample_batch``."""
+        """``(obs, action, next_obs, reward, not_done)``: the first five fields of ``sample_batch``.
+
+        The seed's tuple, without ``discount``. With ``n_step == 1`` the missing factor is the constant
+        ``gamma``; with ``n_step > 1`` ``reward`` is an m-step discounted sum with m varying per sample
+        (windows stop at episode ends), so TD targets need ``sample_batch().discount`` (``gamma ** m``).
+        """
         return tuple(self.sample_batch(batch_size, rng)[:5])
 
     def _check_batch_size(self, batch_size: int) -> None:
@@ -307,24 +314,55 @@ class BaseReplayBuffer(ABC):
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self, path: str | os.PathLike) -> None:
         """Write the buffer (filled rows, write pointer, episode bookkeeping, RNG) to one ``.npz`` file,
-        atomically (temp file + ``os.replace``)."""
+        atomically (temp file + ``os.replace``: a crash never leaves a half-written file at ``path``).
+
+        The file is written exactly at ``path`` (no ``.npz`` appended); missing parent folders are created.
+        """
         meta, arrays = self._state()
         meta = {"format": FORMAT_VERSION, "class": type(self).__name__, "rng": self.rng.bit_generator.state, **meta}
-        _atomic_savez(path, {"meta": np.array(json.dumps(meta)), **arrays})
+        arrays = {"meta": np.array(json.dumps(meta)), **arrays}
+        atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None):
-        """Rebuild a buffer written by ``save``; ``device`` defaults to the saved one."""
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"][()]))
+        """Rebuild a buffer written by ``save``; ``device`` defaults to the saved one.
+
+        The memory check (:class:`BufferTooLargeError`) runs on the settings stored in the file, before
+        any transition is read; the saved rows are then read straight into the ring, so resuming needs the
+        buffer's size in RAM once, as building it did.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            CorruptFileError: the file is truncated, damaged or not a replay buffer file.
+            ValueError: the file holds another buffer class or format version.
+            BufferTooLargeError: the saved ``max_size`` does not fit in available memory.
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{cls.__name__}.load: replay buffer file not found: {path}")
+        with _NpzReader(path, cls.__name__) as reader:
+            meta = reader.meta()
             if meta.get("class") != cls.__name__ or meta.get("format") != FORMAT_VERSION:
                 raise ValueError(
-                    f"{os.fspath(path)} holds a {meta.get('class')} checkpoint (format {meta.get('format')}); "
+                    f"{path} holds a {meta.get('class')} checkpoint (format {meta.get('format')}); "
                     f"{cls.__name__}.load reads format {FORMAT_VERSION} of {cls.__name__}"
                 )
-            arrays = {name: data[name] for name in data.files if name != "meta"}
-        buf = cls._restore(meta, arrays, meta["device"] if device is None else device)
-        buf.rng.bit_generator.state = meta["rng"]
+            bad_setting = (KeyError, TypeError, AttributeError)  # missing or mistyped: damaged, not misuse
+            with reader.reading("settings", bad_setting):
+                try:
+                    buf = cls._build(meta, reader.array, meta["device"] if device is None else device)
+                except BufferTooLargeError as exc:  # its advice (lower buffer_size) does not apply to a saved one
+                    raise BufferTooLargeError(
+                        f"{exc} Here the size is that of the buffer saved in {path} (max_size="
+                        f"{meta['max_size']:,}): to resume it, free memory; or move the file away to resume "
+                        "without it (training then refills a new buffer of training.buffer_size)."
+                    ) from None
+            rows = {name: reader.read_into(name, store) for name, store in buf._storage().items()}
+            with reader.reading("settings", bad_setting):
+                buf._set_counters(meta)
+                buf.rng.bit_generator.state = meta["rng"]
+            with reader.reading("settings"):
+                _check_rows(rows, buf._rows_filled())
         return buf
 
     def state_dict(self) -> dict[str, Any]:
@@ -334,9 +372,103 @@ class BaseReplayBuffer(ABC):
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: str | torch.device | None = None):
-        """Inverse of ``state_dict``; the arrays are copied, so the two buffers never share storage."""
-        meta = state["meta"]
-        arrays = {name: np.array(array, copy=True) for name, array in state["arrays"].items()}
-        buf = cls._restore(meta, arrays, meta["device"] if device is None else device)
+        """Inverse of ``state_dict``; the arrays are copied into the new ring, so the two buffers never
+        share storage (the memory check runs before the copy)."""
+        meta, arrays = state["meta"], state["arrays"]
+        buf = cls._build(meta, arrays.__getitem__, meta["device"] if device is None else device)
+        buf._fill(arrays)
+        buf._set_counters(meta)
+        _check_rows({name: len(arrays[name]) for name in buf._storage()}, buf._rows_filled())
         buf.rng.bit_generator.state = meta["rng"]
         return buf
+
+
+def _check_rows(rows: dict[str, int], filled: int) -> None:
+    """Every storage array of a checkpoint holds exactly the ring's filled rows."""
+    wrong = {name: n for name, n in rows.items() if n != filled}
+    if wrong:
+        raise ValueError(f"checkpoint arrays {wrong} do not hold the {filled} rows its counters say were written")
+
+
+def _check_saved(name: str, shape: tuple[int, ...], dtype: np.dtype, store: np.ndarray) -> None:
+    """A checkpoint array must be the first rows of the storage array it restores."""
+    shape = tuple(shape)
+    fits = len(shape) == store.ndim and shape[1:] == store.shape[1:] and shape[0] <= len(store)
+    if not fits or np.dtype(dtype) != store.dtype:
+        raise ValueError(
+            f"checkpoint array {name!r} is {np.dtype(dtype)} {shape}, expected {store.dtype} rows of "
+            f"{store.shape[1:]} (at most {len(store)})"
+        )
+
+
+class _NpzReader:
+    """Reads a file written by ``BaseReplayBuffer.save`` member by member.
+
+    Every failure to read (truncated or damaged zip, bad ``.npy`` header, missing member, bad JSON)
+    becomes a :class:`CorruptFileError` that names the file and says what to do.
+    """
+
+    def __init__(self, path: str, owner: str) -> None:
+        self.path, self.owner = path, owner
+        with self.reading("zip directory"):
+            self.zip = zipfile.ZipFile(path)
+
+    def __enter__(self) -> _NpzReader:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.zip.close()
+
+    @contextlib.contextmanager
+    def reading(self, what: str, errors: tuple[type[Exception], ...] = (Exception,)) -> Iterator[None]:
+        """Turn ``errors`` raised inside into :class:`CorruptFileError` (never memory or permission errors)."""
+        try:
+            yield
+        except (CorruptFileError, MemoryError, PermissionError):
+            raise
+        except errors as exc:  # zipfile, zlib, numpy and json raise many types for damaged files
+            raise CorruptFileError(
+                f"{self.owner}.load: replay buffer file {self.path} is truncated or corrupt (reading {what}: "
+                f"{type(exc).__name__}: {exc}). Delete it to resume without the saved replay buffer (training "
+                "then refills the buffer before updating again), or replace it with an intact copy (or resume from "
+                "another checkpoint whose buffer file is intact); buffer files are written atomically, so this "
+                "one was damaged outside a save."
+            ) from None
+
+    def _open(self, name: str):
+        return self.zip.open(f"{name}.npy")
+
+    def array(self, name: str) -> np.ndarray:
+        """A (small) member as a new array."""
+        with self.reading(f"array {name!r}"), self._open(name) as f:
+            return npy_format.read_array(f, allow_pickle=False)
+
+    def meta(self) -> dict[str, Any]:
+        with self.reading("meta"):
+            meta = json.loads(str(self.array("meta")[()]))
+            if not isinstance(meta, dict):
+                raise ValueError(f"meta is a JSON {type(meta).__name__}, not an object")
+        return meta
+
+    def read_into(self, name: str, store: np.ndarray) -> int:
+        """Read member ``name`` into the first rows of ``store`` without an intermediate array; returns
+        the number of rows read."""
+        with self.reading(f"array {name!r}"), self._open(name) as f:
+            version = npy_format.read_magic(f)
+            header = {(1, 0): npy_format.read_array_header_1_0, (2, 0): npy_format.read_array_header_2_0}
+            if version not in header:
+                raise ValueError(f".npy format version {version}, save() writes 1.0 or 2.0")
+            shape, fortran_order, dtype = header[version](f)
+            if fortran_order and len(shape) > 1:
+                raise ValueError("array stored in Fortran order, save() writes C order")
+            _check_saved(name, shape, dtype, store)  # a ValueError: raised as CorruptFileError too
+            flat = store[: shape[0]].view()
+            flat.shape = (-1,)  # raises instead of copying: the bytes must land in the ring itself
+            target = memoryview(flat.view(np.uint8))
+            pos, total = 0, target.nbytes
+            while pos < total:
+                got = f.readinto(target[pos : pos + _READ_CHUNK])
+                if not got:
+                    raise EOFError(f"{total - pos} of {total} bytes missing")
+                pos += got
+        return int(shape[0])

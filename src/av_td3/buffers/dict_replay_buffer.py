@@ -23,6 +23,12 @@ Capacity. The ring has ``max_size + max(ceil(max_size / 64), 2k + 2)`` rows: one
 head-room for episode boundaries (one row per episode for its final ``next_obs``); ``len(buf)`` never
 exceeds ``max_size`` (the oldest transitions are dropped first). For the contract's (4, 84, 84) uint8
 + 23 float32 space this is ~7,275 bytes per transition (SB3's DictReplayBuffer: 56,652).
+
+Every episode costs one row more than its transitions (L + 1 rows for L steps from a reset stack of
+repeated frames; up to k - 1 more when the first stack has distinct frames, or per sequence break). The
+head-room covers episodes of about 64 steps or more; with shorter ones the ring fills first and
+``len(buf)`` tops out below ``max_size``, at about ``rows * L / (L + 1)``: ~92% of ``max_size`` for
+10-step episodes, ~50% for 1-step episodes.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from av_td3.buffers.base import ACT, DONE, SAMPLE, TRUNC, BaseReplayBuffer, ReplayBatch, nstep_window
+from av_td3.buffers.base import (
+    ACT, DONE, REQUIRED, SAMPLE, TRUNC, BaseReplayBuffer, ReplayBatch, missing_args, nstep_window,
+)
 from av_td3.buffers.memory import check_fits
 
 #: Fraction of ``max_size`` added as rows for episode boundaries (final next_obs, pre-roll frames).
@@ -61,18 +69,28 @@ class DictReplayBuffer(BaseReplayBuffer):
             (k frames, oldest first; each frame's channels contiguous) and any other ``Box`` keys
             (stored as given, once per observation).
         action_dim: length of the float32 action vector.
-        max_size: capacity in transitions (see module doc for the exact ring size).
+        max_size: capacity in transitions (see module doc for the exact ring size, and Capacity below).
         device: where sampled tensors go; on CUDA batches are gathered into pinned memory and copied
             asynchronously.
-        n_step: transitions summed per sample (1 = one-step TD).
+        n_step: at most this many rewards summed per sample (1 = one-step TD); see Sampling below.
         gamma: discount used for n-step sums and the returned ``discount`` (``gamma ** m``).
         image_key: key of the stacked camera image.
         frame_channels: channels per frame: 1 for grayscale stacks (the contract), 3 for RGB stacks.
         seed: seed of ``self.rng``, the default generator of ``sample``.
 
-    n-step windows stop after a termination (``not_done`` 0) or a truncation, at the newest stored
-    observation of a running episode, or where ``obs_dict`` was not the previous ``next_obs_dict``;
-    ``discount`` is ``gamma ** m`` for the m rewards actually summed.
+    Sampling. ``sample_batch`` returns a :class:`ReplayBatch` whose ``reward`` is the discounted n-step
+    sum ``sum_{i<m} gamma**i * r_{t+i}``, ``next_obs`` the observation m steps later and ``discount``
+    the bootstrap factor ``gamma ** m``, per sample: m (1..n_step) is the number of rewards actually
+    summed, as a window stops after a termination (``not_done`` 0) or a truncation, at the newest stored
+    observation of a running episode, or where ``obs_dict`` was not the previous ``next_obs_dict``.
+    The TD target is ``reward + not_done * discount * Q'(next_obs, .)``; ``TD3Agent.train`` samples
+    with ``sample_batch`` and passes ``batch.discount`` to ``td_target``. ``sample`` returns only the
+    seed's five fields ``(obs, action, next_obs, reward, not_done)``, without ``discount``: with
+    ``n_step > 1`` a caller of ``sample`` cannot know m (a constant ``gamma ** n_step`` over-discounts
+    the windows cut short), so use ``sample_batch``. With ``n_step == 1`` m is always 1.
+
+    Capacity: each episode costs one row beyond its transitions, so with very short episodes (under
+    ~64 steps) ``len(buf)`` tops out below ``max_size`` (see the module doc).
 
     Raises:
         TypeError / ValueError: on a space this buffer cannot store.
@@ -179,12 +197,15 @@ class DictReplayBuffer(BaseReplayBuffer):
     # ------------------------------------------------------------------------------------------ add
     def add(
         self,
-        obs_dict: Mapping[str, np.ndarray],
-        action: np.ndarray,
-        next_obs_dict: Mapping[str, np.ndarray],
-        reward: float,
-        done: bool,
+        obs_dict: Mapping[str, np.ndarray] = REQUIRED,
+        action: np.ndarray = REQUIRED,
+        next_obs_dict: Mapping[str, np.ndarray] = REQUIRED,
+        reward: float = REQUIRED,
+        done: bool = REQUIRED,
         truncated: bool = False,
+        *,
+        state: Any = None,
+        next_state: Any = None,
     ) -> int:
         """Store one transition.
 
@@ -195,10 +216,22 @@ class DictReplayBuffer(BaseReplayBuffer):
             reward: scalar.
             done: the episode *terminated* (collision, goal...): the TD target does not bootstrap.
             truncated: the episode was cut (time limit, stall): it ends, but the target bootstraps.
+            state, next_state: not accepted; they exist so that the seed's flat call
+                ``add(state=..., next_state=...)`` gets an error saying what to pass instead.
 
         Returns:
             The row index of the transition (what ``sample_indices``/``valid_indices`` return for it).
+
+        Raises:
+            TypeError: ``state=``/``next_state=`` given, a required argument missing, or a wrong type.
+            ValueError: a wrong shape, key set or a non-finite value (nothing is stored).
         """
+        if state is not None or next_state is not None:
+            raise TypeError(self._flat_call_message(state if state is not None else next_state))
+        if (obs_dict is REQUIRED or action is REQUIRED or next_obs_dict is REQUIRED or reward is REQUIRED
+                or done is REQUIRED):
+            missing_args("DictReplayBuffer", obs_dict=obs_dict, action=action, next_obs_dict=next_obs_dict,
+                         reward=reward, done=done)
         obs = self._check_obs(obs_dict, "obs_dict")
         nxt = self._check_obs(next_obs_dict, "next_obs_dict")
         act = _check_action(action, self.action_dim)
@@ -238,6 +271,17 @@ class DictReplayBuffer(BaseReplayBuffer):
             self._last_next = {key: value.copy() for key, value in nxt.items()}
         self._evict_over_capacity()
         return slot
+
+    def _flat_call_message(self, state: Any) -> str:
+        shape = getattr(state, "shape", None)
+        return (
+            f"DictReplayBuffer.add takes dict observations, not state=/next_state=: pass the dict observation "
+            f"(obs_dict=..., next_obs_dict=...) from env.reset()/env.step() with keys {self.keys}, e.g. "
+            "add(obs_dict=obs, action=action, next_obs_dict=next_obs, reward=reward, done=terminated, "
+            f"truncated=truncated); got state={type(state).__name__}"
+            + (f" of shape {tuple(shape)}" if shape is not None else "")
+            + ". For flat state vectors (frozen CNN) use av_td3.ReplayBuffer instead."
+        )
 
     def _check_obs(self, obs: Any, name: str) -> dict[str, np.ndarray]:
         """Validate one dict observation; returns C-contiguous arrays (not copied when already so)."""
@@ -383,12 +427,6 @@ class DictReplayBuffer(BaseReplayBuffer):
     def _rows_filled(self) -> int:
         return min(self._written, self._rows)
 
-    def _set_storage(self, name: str, array: np.ndarray) -> None:
-        if name.startswith("data."):
-            self._data[name[5:]] = array
-        else:
-            setattr(self, f"_{name}", array)
-
     def _sampleable(self, rows: np.ndarray) -> np.ndarray:
         return (self._flags[rows] & SAMPLE) != 0
 
@@ -477,14 +515,14 @@ class DictReplayBuffer(BaseReplayBuffer):
         return meta, arrays
 
     @classmethod
-    def _restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], device: str | torch.device):
+    def _build(cls, meta: dict[str, Any], read, device: str | torch.device):
         space = spaces.Dict(
             OrderedDict(
                 (
                     key,
                     spaces.Box(
-                        low=arrays[f"space.{key}.low"],
-                        high=arrays[f"space.{key}.high"],
+                        low=read(f"space.{key}.low"),
+                        high=read(f"space.{key}.high"),
                         dtype=np.dtype(meta["dtypes"][key]),
                     ),
                 )
@@ -503,12 +541,13 @@ class DictReplayBuffer(BaseReplayBuffer):
         )
         if buf._rows != meta["rows"]:
             raise ValueError(f"checkpoint has {meta['rows']} ring rows, this version allocates {buf._rows}")
-        buf._adopt(arrays)
-        buf._written, buf._tail, buf._pending = meta["written"], meta["tail"], meta["pending"]
-        buf._n_valid, buf.sequence_breaks = meta["n_valid"], meta["sequence_breaks"]
-        if buf._pending >= 0:
-            buf._last_next = buf._obs_at(buf._pending % buf._rows)
         return buf
+
+    def _set_counters(self, meta: dict[str, Any]) -> None:
+        self._written, self._tail, self._pending = meta["written"], meta["tail"], meta["pending"]
+        self._n_valid, self.sequence_breaks = meta["n_valid"], meta["sequence_breaks"]
+        if self._pending >= 0:
+            self._last_next = self._obs_at(self._pending % self._rows)
 
 
 def _check_action(action: Any, action_dim: int) -> np.ndarray:

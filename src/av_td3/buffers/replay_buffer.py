@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from av_td3.buffers.base import ACT, DONE, LINK, SAMPLE, TRUNC, BaseReplayBuffer, ReplayBatch, nstep_window
+from av_td3.buffers.base import (
+    ACT, DONE, LINK, REQUIRED, SAMPLE, TRUNC, BaseReplayBuffer, ReplayBatch, missing_args, nstep_window,
+)
 from av_td3.buffers.dict_replay_buffer import _check_action, _scalar
 from av_td3.buffers.memory import check_fits
 
@@ -67,12 +69,15 @@ class ReplayBuffer(BaseReplayBuffer):
     # ------------------------------------------------------------------------------------------ add
     def add(
         self,
-        state: np.ndarray,
-        action: np.ndarray,
-        next_state: np.ndarray,
-        reward: float,
-        done: bool,
+        state: np.ndarray = REQUIRED,
+        action: np.ndarray = REQUIRED,
+        next_state: np.ndarray = REQUIRED,
+        reward: float = REQUIRED,
+        done: bool = REQUIRED,
         truncated: bool = False,
+        *,
+        obs_dict: Any = None,
+        next_obs_dict: Any = None,
     ) -> int:
         """Store one transition; returns its row index.
 
@@ -82,7 +87,21 @@ class ReplayBuffer(BaseReplayBuffer):
             reward: scalar.
             done: the episode *terminated*: the TD target does not bootstrap.
             truncated: the episode was cut (time limit, stall): it ends, but the target bootstraps.
+            obs_dict, next_obs_dict: not accepted (that is ``DictReplayBuffer.add``'s call); they exist
+                so that such a call gets an error saying what to pass instead.
+
+        Raises:
+            TypeError: ``obs_dict=``/``next_obs_dict=`` given, a required argument missing, or a wrong type.
+            ValueError: a wrong shape or a non-finite value (nothing is stored).
         """
+        if obs_dict is not None or next_obs_dict is not None:
+            raise TypeError(
+                f"ReplayBuffer.add got obs_dict=/next_obs_dict=, but this is the flat-state buffer: pass "
+                f"state=/next_state= as flat ({self.state_dim},) float32 vectors (e.g. agent.flatten_obs(obs)), "
+                "or use av_td3.DictReplayBuffer to store dict observations (end-to-end CNN mode)."
+            )
+        if state is REQUIRED or action is REQUIRED or next_state is REQUIRED or reward is REQUIRED or done is REQUIRED:
+            missing_args("ReplayBuffer", state=state, action=action, next_state=next_state, reward=reward, done=done)
         s = self._check_state(state, "state")
         s2 = self._check_state(next_state, "next_state")
         act = _check_action(action, self.action_dim)
@@ -139,9 +158,6 @@ class ReplayBuffer(BaseReplayBuffer):
     def _rows_filled(self) -> int:
         return self._size
 
-    def _set_storage(self, name: str, array: np.ndarray) -> None:
-        setattr(self, {"state": "_states", "next_state": "_next_states"}.get(name, f"_{name}"), array)
-
     def __repr__(self) -> str:
         return (
             f"ReplayBuffer(len={len(self):,}, max_size={self.max_size:,}, state_dim={self.state_dim}, "
@@ -195,8 +211,8 @@ class ReplayBuffer(BaseReplayBuffer):
         return meta, {name: store[: self._size] for name, store in self._storage().items()}
 
     @classmethod
-    def _restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], device: str | torch.device):
-        buf = cls(meta["state_dim"], meta["action_dim"], meta["max_size"], device, meta["n_step"], meta["gamma"])
-        buf._adopt(arrays)
-        buf._ptr, buf._size = meta["ptr"], meta["size"]
-        return buf
+    def _build(cls, meta: dict[str, Any], read, device: str | torch.device):
+        return cls(meta["state_dim"], meta["action_dim"], meta["max_size"], device, meta["n_step"], meta["gamma"])
+
+    def _set_counters(self, meta: dict[str, Any]) -> None:
+        self._ptr, self._size = meta["ptr"], meta["size"]
