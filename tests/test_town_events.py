@@ -9,7 +9,9 @@ import pytest
 
 from av_td3.baselines.pure_pursuit import PurePursuit
 from av_td3.envs.town.env import TownEnv
-from av_td3.envs.town.map import get_town_map
+from av_td3.envs.town.events import EgoEvents, boxes_overlap
+from av_td3.envs.town.map import CENTRE_LINE, get_town_map
+from av_td3.envs.town.vehicle import VehicleParams
 
 
 def _drive(env: TownEnv, action, max_steps: int = 1000):
@@ -64,6 +66,25 @@ def test_crossing_the_centre_line_is_a_lane_invasion():
     assert hits[0]["lateral_deviation_m"] < -0.3  # it happened on the LEFT (centre-line) side
     assert hits[0]["reward_components"]["safety"] < 0
     assert not infos[1]["lane_invasion"]  # the start, centred in the lane, is clean
+
+
+def test_wheels_straddling_the_broken_centre_line_always_report_a_lane_invasion():
+    """Scan the ego along the straight, dashed centre line of the south road (y = 0, x = 20..70 m) in
+    5 cm steps at several lateral offsets and headings: wherever the space between its wheels (track
+    1.58 m) straddles the line, it is a lane invasion, whatever the dash phase. Both axles fit in a 3 m
+    dash gap (wheelbase 2.875 m), so a test against the painted dashes alone misses some positions."""
+    town, params = get_town_map(), VehicleParams()
+    events = EgoEvents(town, params)
+    xs = np.arange(20.0, 70.0, 0.05)
+    line = town.material_at(xs, np.zeros_like(xs))
+    assert (line == CENTRE_LINE).any() and (line != CENTRE_LINE).any()  # broken: dashes and gaps
+    missed = []
+    for yaw in (0.0, math.pi, 0.03, -0.03):
+        for offset in (0.0, 0.1, -0.1, 0.3, -0.3, 0.6, -0.6):  # wheels 0.79 m either side of the centre
+            missed += [(x, offset, yaw) for x in xs if not events.surface(x, offset, yaw)[0]]
+    assert not missed, f"{len(missed)} straddling positions without a lane invasion, e.g. {missed[:3]}"
+    # Centred in either lane, the wheels touch no boundary.
+    assert not any(events.surface(x, o, yaw)[0] for x in xs[::10] for o in (1.75, -1.75) for yaw in (0.0, math.pi))
 
 
 def test_leaving_the_road_terminates_off_road():
@@ -127,11 +148,14 @@ def test_npcs_spawn_away_from_the_ego_and_keep_moving_without_overlaps():
         assert t.n == 100
         assert np.hypot(t.x - v.x, t.y - v.y).min() >= 20.0
     start = np.stack([t.x, t.y], 1).copy()
-    for _ in range(300):
-        env.step(np.array([0.0, -1.0], dtype=np.float32))  # ego waits at the start
-        d = np.hypot(t.x[:, None] - t.x[None], t.y[:, None] - t.y[None])
-        np.fill_diagonal(d, np.inf)
-        assert d.min() > 2.5  # NPCs never drive into each other
+    for step in range(301):
+        if step:
+            env.step(np.array([0.0, -1.0], dtype=np.float32))  # ego waits at the start
+        # NPCs never drive into each other: no two footprints overlap (the ego's box test, all pairs).
+        overlap = boxes_overlap(t.x[:, None], t.y[:, None], t.cos[:, None], t.sin[:, None], t.length[:, None],
+                                t.width[:, None], t.x, t.y, t.cos, t.sin, t.length, t.width)
+        np.fill_diagonal(overlap, False)
+        assert not overlap.any(), f"step {step}: NPC pairs {np.argwhere(overlap)[:3].tolist()} overlap"
     moved = np.hypot(*(np.stack([t.x, t.y], 1) - start).T)
     assert np.median(moved) > 30.0  # traffic flows (15 s of driving)
 
@@ -144,3 +168,26 @@ def test_vehicle_follows_carla_steer_sign():
         env.step(np.array([0.5, 0.5], dtype=np.float32))
     assert env.vehicle.yaw < yaw0  # positive steer turns right (clockwise)
     assert math.isclose(env.vehicle.params.length_m, 4.69) and math.isclose(env.vehicle.params.width_m, 1.85)
+
+
+@pytest.mark.parametrize("ego_pose", [(91.6, 5.9, 1.3), (90.5, 4.0, 0.8)], ids=["near_the_exit", "mid_turn"])
+def test_an_npc_turning_through_a_junction_stops_short_of_an_ego_standing_in_its_path(ego_pose):
+    """The ego stands inside the T junction at (90, 0), in the left turn west -> north (the first pose is
+    where the audit's stopped ego was hit). An NPC that was granted the turn comes up the west approach
+    at 8 m/s. Its straight corridor ahead misses the ego round the bend; the lane-path check makes it
+    stop short instead of driving into the ego."""
+    env = TownEnv(npc_count=0)
+    env.reset(seed=0)
+    town, t, p = env.map, env.traffic, env.params
+    lanes, _, _ = town.default_route()
+    approach, conn = lanes[0], lanes[1]  # the default route's left turn at the T junction
+    assert town.lanes[conn].kind == "junction" and town.lanes[conn].turn == "left"
+    ex, ey, eyaw = ego_pose
+    assert math.hypot(ex - 90.0, ey) < 8.0  # inside the junction
+    npc = t.add_vehicle(approach, town.lane_length[approach] - 20.0, speed=8.0, parked=False)
+    t.v0[npc], t.next_lane[npc], t.granted[npc] = 8.0, conn, True
+    for _ in range(300):  # 15 s; the ego stands still
+        t.step(0.05, ex, ey, eyaw, 0.0, p.length_m, p.width_m)
+        assert not env.events.collision(ex, ey, eyaw, env._npcs())
+    assert t.v[npc] < 0.05  # it has stopped short ...
+    assert t.lane[npc] == conn  # ... inside the junction, having moved up behind the ego

@@ -24,14 +24,16 @@ Terms (raw value per 0.05 s step, before the weight ``RewardConfig.<name>``; def
     ``-(collision_penalty * collision + off_road_penalty * off_road
        + lane_invasion_penalty * lane_invasion + proximity)`` with
     ``proximity = clip(1 - ttc / ttc_threshold_s, 0, 1)``. Collision and off-road end the episode, so
-    they are paid once; a lane invasion is paid on each step the footprint touches a marking.
+    they are paid once; a lane invasion is paid on each step a lane line is between the wheels.
 ``goal`` [goal_bonus = 10], ``goal_bonus`` on the single step the goal is reached, else 0.
 
-Scale check with the defaults (route of ~280 m at 30 km/h = ~670 steps): following the route at the
-target speed earns ~+1.4 per step, ~+960 per episode; standing still earns 0 per step (and is truncated
-as stalled); spinning ~0 or less; leaving the road costs 10 once and ends the episode. A collision
-(-10) is ~7 steps of good driving plus the lost future: a deterrent that does not dwarf everything
-else (earlier systems paid ~+7 per step vs -177 for one event).
+Scale check with the defaults, measured on the town's default route (284 m, two turns) with the
+pure-pursuit baseline at a 30 km/h target and no NPCs: 808 steps (it slows for the turns), +1.09 per
+step, +885 per episode (no lane invasion);
+standing still earns 0 per step (and is truncated as stalled); spinning ~0 or less; leaving the road
+costs 10 once and ends the episode. A collision (-10) is ~9 steps of good driving plus the lost
+future: a deterrent that does not dwarf everything else (earlier systems paid ~+7 per step vs -177
+for one event).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from av_td3.config import Config
+from av_td3.config import Config, ConfigError
 from av_td3.envs.contract import (
     SCENARIO_NPCS,
     STEP_SECONDS,
@@ -30,7 +30,7 @@ from av_td3.envs.task import DrivingTask, EgoState, StepEvents, nearest_obstacle
 from av_td3.envs.town.camera import Boxes, FrontCamera, TopDownCamera
 from av_td3.envs.town.events import EgoEvents
 from av_td3.envs.town.map import get_town_map
-from av_td3.envs.town.traffic import Traffic
+from av_td3.envs.town.traffic import MAX_NPCS, SPAWN_SPACING_M, Traffic
 from av_td3.envs.town.vehicle import Vehicle, VehicleParams
 
 __all__ = ["TownEnv", "SCENARIO_NPCS"]
@@ -79,6 +79,11 @@ class TownEnv(gym.Env):
         self.reward_cfg = cfg.reward
         self.render_mode = render_mode
         self.npc_count = SCENARIO_NPCS[env_cfg.scenario] if env_cfg.npc_count is None else env_cfg.npc_count
+        if self.npc_count > MAX_NPCS:
+            raise ConfigError(
+                f"env.npc_count={self.npc_count} is more NPC vehicles than the town fits: at most {MAX_NPCS} "
+                f"(spawned >= {SPAWN_SPACING_M:g} m apart); set env.npc_count <= {MAX_NPCS}"
+            )
 
         self.map = get_town_map()
         self.params = VehicleParams()
@@ -161,7 +166,7 @@ class TownEnv(gym.Env):
         steer, throttle, brake = action_to_controls(a)
         v = self.vehicle
         v.step(steer, throttle, brake, STEP_SECONDS)
-        self.traffic.step(STEP_SECONDS, v.x, v.y, v.yaw, v.speed, self.params.length_m)
+        self.traffic.step(STEP_SECONDS, v.x, v.y, v.yaw, v.speed, self.params.length_m, self.params.width_m)
         vector, reward, terminated, truncated, info = self.task.step(self._ego(), np.minimum(np.maximum(a, -1.0), 1.0), self._measure())
         self._last_info = info
         return self._obs(vector, self._frame(), push=True), reward, terminated, truncated, info

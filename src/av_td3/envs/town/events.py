@@ -2,10 +2,14 @@
 
 * Collision: the ego footprint (oriented rectangle) overlaps an NPC footprint (separating-axis test,
   vectorised over the few NPCs whose centres are close enough to touch).
-* Lane invasion: a lane marking (centre or edge line) lies in the space between the ego's wheels this
-  step, as CARLA's lane-invasion sensor defines it: a point of the outline of the rectangle spanned by
-  the four wheels (wheelbase x track, sampled every ~0.2 m, finer than the 0.4 m markings) is on a
-  marking. (A line crossing under the car must cross that outline.)
+* Lane invasion: a lane boundary (centre or edge line) lies in the space between the ego's wheels this
+  step, as CARLA's lane-invasion sensor defines it. The boundary is ``map.lane_line``: the middle of each
+  marking, one 0.2 m cell wide, *continuous* along a broken centre line (crossing a broken line is an
+  invasion in CARLA too; testing only the painted dashes would miss a car straddling the line with both
+  axles in a 3 m gap). The test is a point grid over the whole wheel rectangle (wheelbase x track),
+  edges included, spaced at most ``0.9 * RASTER_RES_M / sqrt(2)`` (0.13 m) along both axes: every point
+  of the rectangle is within 0.09 m of a grid point, less than half a cell, so any line cell under the
+  wheels holds a grid point. ~300 points, one gather per step.
 * Off-road (surface): the ego centre is not on a drivable cell. The task adds the lateral limit.
 """
 
@@ -16,29 +20,42 @@ import math
 import numpy as np
 
 from av_td3.envs.town.camera import Boxes
-from av_td3.envs.town.map import EDGE_LINE, ROAD, TownMap
+from av_td3.envs.town.map import ROAD, TownMap
 from av_td3.envs.town.vehicle import VehicleParams
 
-__all__ = ["EgoEvents"]
+__all__ = ["EgoEvents", "boxes_overlap"]
 
 
-def _outline(length: float, width: float, step: float) -> np.ndarray:
-    """``(P, 2)`` points (x forward, y left) along a centred rectangle's outline, plus its centre last."""
+def _footprint_grid(length: float, width: float, step: float) -> np.ndarray:
+    """``(P, 2)`` points (x forward, y left) on a grid covering a centred rectangle, edges included,
+    spaced at most ``step`` along each axis; the centre ``(0, 0)`` is appended last."""
     hl, hw = 0.5 * length, 0.5 * width
-    nl = max(2, int(math.ceil(length / step)) + 1)
-    nw = max(2, int(math.ceil(width / step)) + 1)
-    xs = np.linspace(-hl, hl, nl)
-    ys = np.linspace(-hw, hw, nw)
-    pts = np.concatenate(
-        [
-            np.stack([xs, np.full(nl, hw)], 1),
-            np.stack([xs, np.full(nl, -hw)], 1),
-            np.stack([np.full(nw, hl), ys], 1),
-            np.stack([np.full(nw, -hl), ys], 1),
-            np.zeros((1, 2)),
-        ]
-    )
-    return pts
+    xs = np.linspace(-hl, hl, max(2, int(math.ceil(length / step)) + 1))
+    ys = np.linspace(-hw, hw, max(2, int(math.ceil(width / step)) + 1))
+    gx, gy = np.meshgrid(xs, ys, indexing="ij")
+    return np.concatenate([np.stack([gx.ravel(), gy.ravel()], 1), np.zeros((1, 2))])
+
+
+def boxes_overlap(
+    ax, ay, acos, asin, alength, awidth, bx, by, bcos, bsin, blength, bwidth
+) -> np.ndarray:
+    """Whether oriented rectangles A and B overlap (separating-axis test); arguments broadcast.
+
+    Each rectangle: centre ``(x, y)`` (m), heading ``(cos, sin)``, ``length`` along the heading and
+    ``width`` across it (m). Touching edges count as overlapping. Returns a bool array of the broadcast
+    shape (e.g. ``(n,)`` for one ego against ``n`` NPCs, ``(n, n)`` for all pairs via ``[:, None]``).
+    """
+    dx, dy = np.subtract(bx, ax), np.subtract(by, ay)
+    hla, hwa = 0.5 * np.asarray(alength), 0.5 * np.asarray(awidth)
+    hlb, hwb = 0.5 * np.asarray(blength), 0.5 * np.asarray(bwidth)
+    separated = np.zeros(np.broadcast(dx, acos, bcos, hla, hlb).shape, dtype=bool)
+    # Separating axes: A forward/left, B forward/left.
+    for axx, axy in ((acos, asin), (-asin, acos), (bcos, bsin), (-bsin, bcos)):
+        dist = np.abs(dx * axx + dy * axy)
+        ra = hla * np.abs(acos * axx + asin * axy) + hwa * np.abs(-asin * axx + acos * axy)
+        rb = hlb * np.abs(bcos * axx + bsin * axy) + hwb * np.abs(-bsin * axx + bcos * axy)
+        separated |= dist > ra + rb
+    return ~separated
 
 
 class EgoEvents:
@@ -47,18 +64,17 @@ class EgoEvents:
     def __init__(self, town: TownMap, params: VehicleParams):
         self.map = town
         self.params = params
-        self._outline = _outline(params.wheelbase_m, params.track_m, 0.9 * town.res_m)
-        self._half = (0.5 * params.length_m, 0.5 * params.width_m)
+        self._footprint = _footprint_grid(params.wheelbase_m, params.track_m, 0.9 * town.res_m / math.sqrt(2.0))
+        self._line_flat = town.lane_line.reshape(-1)
+        self._cols = town.shape[1]
         self._diag = math.hypot(params.length_m, params.width_m)
 
     def surface(self, x: float, y: float, yaw: float) -> tuple[bool, bool]:
-        """``(lane_invasion, off_road)`` from the material under the wheel outline and the centre."""
+        """``(lane_invasion, off_road)``: a lane boundary between the wheels; the centre off the road."""
         c, s = math.cos(yaw), math.sin(yaw)
-        p = self._outline
-        wx = x + p[:, 0] * c - p[:, 1] * s
-        wy = y + p[:, 0] * s + p[:, 1] * c
-        mat = self.map.material_at(wx, wy)
-        return bool(np.any(mat[:-1] >= EDGE_LINE)), bool(mat[-1] < ROAD)
+        p = self._footprint
+        r, k = self.map.world_to_cell(x + p[:, 0] * c - p[:, 1] * s, y + p[:, 0] * s + p[:, 1] * c)
+        return bool(self._line_flat[r * self._cols + k].any()), bool(self.map.material[r[-1], k[-1]] < ROAD)
 
     def collision(self, x: float, y: float, yaw: float, others: Boxes) -> bool:
         """True if the ego rectangle at ``(x, y, yaw)`` overlaps any of the ``others`` rectangles."""
@@ -69,16 +85,8 @@ class EgoEvents:
         near = np.flatnonzero(dx * dx + dy * dy < reach * reach)
         if len(near) == 0:
             return False
-        dx, dy = dx[near], dy[near]
-        ca, sa = math.cos(yaw), math.sin(yaw)
-        cb, sb = others.cos[near], others.sin[near]
-        hla, hwa = self._half
-        hlb, hwb = 0.5 * others.length[near], 0.5 * others.width[near]
-        separated = np.zeros(len(near), dtype=bool)
-        # Separating axes: ego forward/left, other forward/left.
-        for axx, axy in ((ca, sa), (-sa, ca), (cb, sb), (-sb, cb)):
-            dist = np.abs(dx * axx + dy * axy)
-            ra = hla * np.abs(ca * axx + sa * axy) + hwa * np.abs(-sa * axx + ca * axy)
-            rb = hlb * np.abs(cb * axx + sb * axy) + hwb * np.abs(-sb * axx + cb * axy)
-            separated |= dist > ra + rb
-        return bool(np.any(~separated))
+        hit = boxes_overlap(
+            x, y, math.cos(yaw), math.sin(yaw), self.params.length_m, self.params.width_m,
+            others.x[near], others.y[near], others.cos[near], others.sin[near], others.length[near], others.width[near],
+        )
+        return bool(np.any(hit))

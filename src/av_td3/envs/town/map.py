@@ -13,7 +13,8 @@ traffic can look up positions for all vehicles at once.
 Raster: ``material`` is a ``(rows, cols)`` uint8 grid at ``RASTER_RES_M`` per cell, row 0 = southmost
 (``y = origin_y``), col 0 = westmost; codes in ``MATERIALS``. Drivable = ``material >= ROAD``,
 marking = ``material >= EDGE_LINE``. The border of the raster is grass, so clipped look-ups outside the
-town read grass.
+town read grass. ``lane_line`` (bool, same grid) marks the middle line of every marking, one cell wide:
+the lane boundaries that lane invasion tests the ego footprint against (``events.py``).
 
 The map is immutable and built once per process (``get_town_map()``, ~1 s), then shared by every env.
 """
@@ -41,7 +42,8 @@ __all__ = [
 ]
 
 LANE_WIDTH_M = 3.5
-#: Lanes start/stop this far from a junction node; junctions are paved discs of this radius.
+#: Lanes start/stop this far from a junction node; junctions are paved discs of this radius, cut off at
+#: the road edge on a side without a road (T junctions).
 JUNCTION_RADIUS_M = 8.0
 #: Radius of the road centre line round a corner (inner lane 13.25 m, outer 16.75 m).
 CORNER_RADIUS_M = 15.0
@@ -54,8 +56,10 @@ RASTER_RES_M = 0.2
 SIDEWALK_WIDTH_M = 2.5
 #: Markings: centre line is |d| <= 0.2 m from the road centre (broken); solid edge lines 0.1..0.5 m inside the edge.
 CENTRE_LINE_HALF_M = 0.2
-#: Centre-line dash pattern (paint, gap), m. The gap is shorter than a car, so a car straddling the
-#: line always touches paint (lane invasion still fires).
+#: Centre-line dash pattern (paint, gap), m. The 3 m gap is shorter than the ego body (4.69 m) but not
+#: than its wheelbase (2.875 m), and a 3 m dash fits inside the body: a car straddling the line always
+#: has the line under its FILLED footprint, which is why lane invasion tests the whole body rectangle
+#: (``events.py``), not the wheels or the outline.
 DASH_M = (3.0, 3.0)
 EDGE_LINE_BAND_M = (0.1, 0.5)
 MARGIN_M = 20.0
@@ -406,11 +410,19 @@ class TownMap:
 
         yy = self.origin_y + (np.arange(rows) + 0.5) * res
         xx = self.origin_x + (np.arange(cols) + 0.5) * res
+        # Junctions: a paved disc (rounded inner corners between the roads), cut off at the road edge on
+        # every side without a road (the closed side of a T), so that edge stays straight and its edge
+        # line continuous.
         in_junction = np.zeros(self.shape, dtype=bool)
-        for jx, jy in self.junction_xy:
+        for k, (jx, jy) in zip(self.junction_nodes, self.junction_xy):
             r0, r1 = np.searchsorted(yy, [jy - JUNCTION_RADIUS_M, jy + JUNCTION_RADIUS_M])
             c0, c1 = np.searchsorted(xx, [jx - JUNCTION_RADIUS_M, jx + JUNCTION_RADIUS_M])
-            in_junction[r0:r1, c0:c1] |= np.hypot(*np.meshgrid(xx[c0:c1] - jx, yy[r0:r1] - jy)) <= JUNCTION_RADIUS_M
+            gx, gy = np.meshgrid(xx[c0:c1] - jx, yy[r0:r1] - jy)
+            disc = np.hypot(gx, gy) <= JUNCTION_RADIUS_M
+            open_dirs = {tuple(np.sign(self.nodes[n] - self.nodes[k]).astype(int)) for n in self.neighbours[k]}
+            for dx, dy in {(1, 0), (-1, 0), (0, 1), (0, -1)} - open_dirs:
+                disc &= gx * dx + gy * dy <= LANE_WIDTH_M + 1e-6  # same edge as the road: |d| <= LANE_WIDTH_M
+            in_junction[r0:r1, c0:c1] |= disc
 
         road = (dist_centre <= LANE_WIDTH_M) | in_junction
         to_road = ndimage.distance_transform_edt(~road) * res
@@ -424,6 +436,15 @@ class TownMap:
         mat[:, [0, -1]] = GRASS
         self.material = mat
         self.material_flat = mat.reshape(-1)
+        # The lines a car crosses (lane invasion): the middle of each marking, one cell wide. Centre line:
+        # the cells on the road centre line itself, gaps of the broken line included (it is one lane
+        # boundary); edge line: its outer half, from its middle to the road edge (for a 0.4 m line the
+        # outer ring of road cells, edge or corner neighbours).
+        line = road & (centre & ~in_junction)
+        line |= road & (to_edge > EDGE_LINE_BAND_M[0]) & (to_edge <= 0.5 * (EDGE_LINE_BAND_M[0] + EDGE_LINE_BAND_M[1]))
+        line[[0, -1], :] = False
+        line[:, [0, -1]] = False
+        self.lane_line = line
 
     def world_to_cell(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raster ``(row, col)`` int arrays for world points, clipped into the raster (border = grass)."""
