@@ -204,3 +204,16 @@ def test_refuses_impossible_max_size(monkeypatch):
     with pytest.raises(MemoryError, match=r"largest max_size that fits is 232\b"):  # 1e6 // 4293
         ReplayBuffer(535, 2, 1000)
     assert ReplayBuffer(535, 2, 232).nbytes <= 1_000_000
+
+
+def test_a_container_memory_limit_lowers_the_available_memory(tmp_path, monkeypatch):
+    # In a container MemAvailable is the host's; the cgroup limit is what the OOM killer enforces.
+    (tmp_path / "memory.max").write_text(f"{3 * 2**30}\n")
+    (tmp_path / "memory.current").write_text(f"{2**30}\n")
+    assert memory_module.cgroup_memory_headroom(str(tmp_path)) == 2 * 2**30
+    (tmp_path / "memory.max").write_text("max\n")
+    assert memory_module.cgroup_memory_headroom(str(tmp_path)) is None
+    assert memory_module.cgroup_memory_headroom(str(tmp_path / "absent")) is None
+    monkeypatch.setattr(memory_module, "_mem_available", lambda: 20 * 2**30)
+    monkeypatch.setattr(memory_module, "cgroup_memory_headroom", lambda: 2 * 2**30)
+    assert memory_module.available_memory_bytes() == 2 * 2**30

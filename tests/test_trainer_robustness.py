@@ -37,6 +37,7 @@ def test_save_buffer_before_the_first_evaluation_then_resume(tmp_path):
                    "--set", "training.max_timesteps=90", "--set", "logging.progress_bar=false"], cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "replay buffer restored: 60 transitions" in res.stdout
+    assert "RuntimeWarning" not in res.stderr  # the restarted episode starts a new frame sequence, quietly
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["total_timesteps"] == 90
 
 
@@ -148,3 +149,17 @@ def test_short_runs_watch_the_policy_over_a_shorter_window(tmp_path):
     trainer = _trainer(tmp_path, "training.max_timesteps=1000", "algorithm.start_timesteps=100")
     trainer.close()
     assert trainer.health.actions.maxlen == 450  # half of the 900 policy steps; 1000 in long runs
+
+
+def test_evaluating_a_checkpoint_does_not_allocate_the_training_buffer(tmp_path, monkeypatch):
+    from av_td3.buffers import memory as memory_module
+    from av_td3.training.policies import load_checkpoint_policy
+
+    base = [SCRIPT, "--device", "cpu", "--log-dir", str(tmp_path), "--run-name", "e", *FAST]
+    assert run_cli(base + ["--max-timesteps", "30", "--eval-freq", "0"], cwd=tmp_path).returncode == 0
+    # 5,000 transitions need ~36 MB; a one-batch buffer for acting fits in 4 MB.
+    monkeypatch.setattr(memory_module, "available_memory_bytes", lambda: 4 * 2**20)
+    policy, cfg, algo = load_checkpoint_policy(tmp_path / "e", device="cpu")
+    assert cfg.training.buffer_size == 5000 and algo == "td3"  # the run's config, as it was trained
+    obs = {"image": np.zeros((4, 84, 84), np.uint8), "vector": np.zeros(23, np.float32)}
+    assert policy(obs).shape == (2,)

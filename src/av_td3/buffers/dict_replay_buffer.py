@@ -283,6 +283,11 @@ class DictReplayBuffer(BaseReplayBuffer):
             + ". For flat state vectors (frozen CNN) use av_td3.ReplayBuffer instead."
         )
 
+    def end_sequence(self) -> None:
+        """Say that the next ``add`` does not continue the last one (the env was restarted mid-episode,
+        e.g. on resume from a checkpoint): it then starts a new frame sequence without a warning."""
+        self._pending, self._last_next = -1, None
+
     def _check_obs(self, obs: Any, name: str) -> dict[str, np.ndarray]:
         """Validate one dict observation; returns C-contiguous arrays (not copied when already so)."""
         if not isinstance(obs, Mapping):

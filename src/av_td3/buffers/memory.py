@@ -23,8 +23,17 @@ def available_memory_bytes() -> int | None:
     """Bytes the kernel can hand out without swapping, or None when unknown.
 
     Reads ``MemAvailable`` from ``/proc/meminfo`` (Linux); elsewhere falls back to the free physical
-    pages reported by ``sysconf``. Returns None when neither exists (the check is then skipped).
+    pages reported by ``sysconf``; a cgroup memory limit (containers) lowers it. Returns None when
+    nothing is known (the check is then skipped).
     """
+    kernel = _mem_available()
+    limit = cgroup_memory_headroom()
+    if kernel is None or limit is None:
+        return kernel if limit is None else limit
+    return min(kernel, limit)
+
+
+def _mem_available() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
@@ -35,6 +44,22 @@ def available_memory_bytes() -> int | None:
     try:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (AttributeError, OSError, ValueError):
+        return None
+
+
+def cgroup_memory_headroom(root: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes this process's cgroup (v2) may still use, or None without a limit.
+
+    In a container (``docker run --memory``, Kubernetes limits) ``MemAvailable`` shows the *host's*
+    memory, and a buffer that fits there gets the process OOM-killed at its limit.
+    """
+    try:
+        limit = open(os.path.join(root, "memory.max"), encoding="ascii").read().strip()
+        if limit == "max":
+            return None
+        used = int(open(os.path.join(root, "memory.current"), encoding="ascii").read().strip())
+        return max(int(limit) - used, 0)
+    except (OSError, ValueError):
         return None
 
 
@@ -81,6 +106,6 @@ def check_fits(owner: str, max_size: int, nbytes_for: Callable[[int], int]) -> N
     raise BufferTooLargeError(
         f"{owner}(max_size={max_size:,}) needs {format_bytes(need)} "
         f"({need / max_size:,.0f} bytes per transition) but only {format_bytes(available)} of memory is "
-        f"available (MemAvailable); the largest max_size that fits is {largest:,}. "
+        f"available (MemAvailable, or the container's memory limit); the largest max_size that fits is {largest:,}. "
         "Lower training.buffer_size (leave room for the rest of training too)."
     )

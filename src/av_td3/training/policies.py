@@ -30,6 +30,8 @@ def load_checkpoint_policy(path: str | Path, overrides: list[str] | tuple[str, .
         env = make_env(cfg)
         observation_space = env.observation_space
         env.close()
-    agent = build_agent(cfg, observation_space, resolve_device(device), verbose=False)
+    # A policy never samples: a one-batch replay buffer instead of the run's (GBs at 1M transitions).
+    acting_cfg = cfg.model_copy(update={"training": cfg.training.model_copy(update={"buffer_size": cfg.algorithm.batch_size})})
+    agent = build_agent(acting_cfg, observation_space, resolve_device(device), verbose=False)
     agent.load_state_dict(saved["agent"])
     return (lambda obs: agent.select_action(obs, noise=0.0)), cfg, algo

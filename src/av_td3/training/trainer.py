@@ -352,8 +352,8 @@ class Trainer:
         buffer_file = Path(path).parent / ckpt.BUFFER
         if self.cfg.training.save_buffer and buffer_file.is_file():
             self.agent.replay_buffer = type(self.agent.replay_buffer).load(buffer_file, device=self.device)
-            # The interrupted episode is not continued: the env restarts, so the buffer's next add
-            # starts a new frame sequence (its n-step windows stop there).
+            if hasattr(self.agent.replay_buffer, "end_sequence"):  # the interrupted episode is not continued
+                self.agent.replay_buffer.end_sequence()
             print(f"[TRAIN] replay buffer restored: {len(self.agent.replay_buffer)} transitions")
         else:  # refill before updating: a few hundred correlated transitions would mislead the critic
             self.min_buffer = max(self.cfg.algorithm.batch_size,
