@@ -163,3 +163,16 @@ def test_evaluating_a_checkpoint_does_not_allocate_the_training_buffer(tmp_path,
     assert cfg.training.buffer_size == 5000 and algo == "td3"  # the run's config, as it was trained
     obs = {"image": np.zeros((4, 84, 84), np.uint8), "vector": np.zeros(23, np.float32)}
     assert policy(obs).shape == (2,)
+
+
+def test_atomically_written_files_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    from av_td3.io import atomic_write_text
+
+    path = atomic_write_text(tmp_path / "sub" / "config.yaml", "a: 1\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask  # not mkstemp's private 0600
+    assert path.read_text() == "a: 1\n"
