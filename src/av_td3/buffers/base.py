@@ -242,6 +242,10 @@ class BaseReplayBuffer(ABC):
         """A uniformly sampled :class:`ReplayBatch` (``rng`` defaults to ``self.rng``)."""
         return self.get_batch(self.sample_indices(batch_size, rng))
 
+    def end_sequence(self) -> None:
+        """Say that the next ``add`` does not continue the last one (the env was restarted mid-episode,
+        e.g. on resume). Transitions are self-contained here; the dict buffer shares frames across them."""
+
     def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> tuple:
         """``(obs, action, next_obs, reward, not_done)``: the first five fields of ``sample_batch``.
 

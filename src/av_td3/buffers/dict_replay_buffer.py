@@ -284,8 +284,7 @@ class DictReplayBuffer(BaseReplayBuffer):
         )
 
     def end_sequence(self) -> None:
-        """Say that the next ``add`` does not continue the last one (the env was restarted mid-episode,
-        e.g. on resume from a checkpoint): it then starts a new frame sequence without a warning."""
+        """The next ``add`` starts a new frame sequence, without the sequence-break warning."""
         self._pending, self._last_next = -1, None
 
     def _check_obs(self, obs: Any, name: str) -> dict[str, np.ndarray]:

@@ -352,8 +352,7 @@ class Trainer:
         buffer_file = Path(path).parent / ckpt.BUFFER
         if self.cfg.training.save_buffer and buffer_file.is_file():
             self.agent.replay_buffer = type(self.agent.replay_buffer).load(buffer_file, device=self.device)
-            if hasattr(self.agent.replay_buffer, "end_sequence"):  # the interrupted episode is not continued
-                self.agent.replay_buffer.end_sequence()
+            self.agent.replay_buffer.end_sequence()  # the interrupted episode is not continued
             print(f"[TRAIN] replay buffer restored: {len(self.agent.replay_buffer)} transitions")
         else:  # refill before updating: a few hundred correlated transitions would mislead the critic
             self.min_buffer = max(self.cfg.algorithm.batch_size,
