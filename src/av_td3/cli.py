@@ -180,10 +180,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     algo = cfg.algorithm.name
     device = resolve_device(cfg.training.device)
 
-    print(f"[TRAIN] run directory: {run_dir}")
     print(f"[TRAIN] {algo.upper()} on {cfg.env.name} scenario {cfg.env.scenario}, {cfg.training.max_timesteps} steps, device {device}")
     trainer = Trainer(cfg, run_dir, device, checkpoint_dir=checkpoint_dir, debug=args.debug,
                       resume_from=resume_from)
+    print(f"[TRAIN] run directory: {run_dir}")  # only once it exists (the env and agent could be built)
     try:
         summary = trainer.run()
     except TrainingInterrupted as exc:
