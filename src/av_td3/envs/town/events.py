@@ -64,7 +64,7 @@ class EgoEvents:
     def __init__(self, town: TownMap, params: VehicleParams):
         self.map = town
         self.params = params
-        self._footprint = _footprint_grid(params.wheelbase_m, params.track_m, 0.9 * town.res_m / math.sqrt(2.0))
+        self._wheel_grid = _footprint_grid(params.wheelbase_m, params.track_m, 0.9 * town.res_m / math.sqrt(2.0))
         self._line_flat = town.lane_line.reshape(-1)
         self._cols = town.shape[1]
         self._diag = math.hypot(params.length_m, params.width_m)
@@ -72,7 +72,7 @@ class EgoEvents:
     def surface(self, x: float, y: float, yaw: float) -> tuple[bool, bool]:
         """``(lane_invasion, off_road)``: a lane boundary between the wheels; the centre off the road."""
         c, s = math.cos(yaw), math.sin(yaw)
-        p = self._footprint
+        p = self._wheel_grid
         r, k = self.map.world_to_cell(x + p[:, 0] * c - p[:, 1] * s, y + p[:, 0] * s + p[:, 1] * c)
         return bool(self._line_flat[r * self._cols + k].any()), bool(self.map.material[r[-1], k[-1]] < ROAD)
 

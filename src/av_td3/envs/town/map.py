@@ -14,7 +14,7 @@ Raster: ``material`` is a ``(rows, cols)`` uint8 grid at ``RASTER_RES_M`` per ce
 (``y = origin_y``), col 0 = westmost; codes in ``MATERIALS``. Drivable = ``material >= ROAD``,
 marking = ``material >= EDGE_LINE``. The border of the raster is grass, so clipped look-ups outside the
 town read grass. ``lane_line`` (bool, same grid) marks the middle line of every marking, one cell wide:
-the lane boundaries that lane invasion tests the ego footprint against (``events.py``).
+the lane boundaries that lane invasion tests the ego's wheel rectangle against (``events.py``).
 
 The map is immutable and built once per process (``get_town_map()``, ~1 s), then shared by every env.
 """
@@ -56,10 +56,8 @@ RASTER_RES_M = 0.2
 SIDEWALK_WIDTH_M = 2.5
 #: Markings: centre line is |d| <= 0.2 m from the road centre (broken); solid edge lines 0.1..0.5 m inside the edge.
 CENTRE_LINE_HALF_M = 0.2
-#: Centre-line dash pattern (paint, gap), m. The 3 m gap is shorter than the ego body (4.69 m) but not
-#: than its wheelbase (2.875 m), and a 3 m dash fits inside the body: a car straddling the line always
-#: has the line under its FILLED footprint, which is why lane invasion tests the whole body rectangle
-#: (``events.py``), not the wheels or the outline.
+#: Centre-line dash pattern (paint, gap), m. Both axles fit in a 3 m gap (wheelbase 2.875 m), so lane
+#: invasion tests the continuous lane boundary (``TownMap.lane_line``), not the painted dashes.
 DASH_M = (3.0, 3.0)
 EDGE_LINE_BAND_M = (0.1, 0.5)
 MARGIN_M = 20.0
