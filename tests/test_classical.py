@@ -68,7 +68,7 @@ def test_stops_behind_a_parked_car_on_the_route():
     """The vehicle-ahead limit, end to end on the town: a parked car 45 m along the route."""
     from av_td3.envs.town.env import TownEnv
 
-    env = TownEnv(npc_count=0, stall_steps=40)
+    env = TownEnv(npc_count=0, route="default", stall_steps=40)
     policy = make_classical_policy(load_config())
     obs, info = env.reset(seed=0)
     lanes, start_s, _ = env.map.default_route()
@@ -94,7 +94,7 @@ def test_runs_unchanged_on_the_carla_backend():
     from av_td3.envs.carla.env import CarlaEnv
 
     cfg = Config.from_any({"carla": {"timeout_s": 0.5, "backoff_s": 0.0, "retries": 2, "route_length_m": 150.0},
-                           "env": {"npc_count": 0}})
+                           "env": {"npc_count": 0, "route": "default"}})
     env = CarlaEnv(client_factory=StandinServer(), config=cfg)
     try:
         result = evaluate(env, make_classical_policy(cfg), episodes=1, seed=0)

@@ -48,7 +48,7 @@ def test_compare_two_tiny_policies(tmp_path):
 def tiny_run(tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     res = run_cli([str(ROOT / "scripts/train_td3.py"), "--max-timesteps", "60", "--device", "cpu", "--log-dir", str(logs),
-                   "--run-name", "tiny", *FAST, "--set", "env.npc_count=0"], cwd=logs)
+                   "--run-name", "tiny", *FAST, "--set", "env.npc_count=0", "--set", "env.route=default"], cwd=logs)
     assert res.returncode == 0, res.stderr[-2000:]
     return logs / "tiny"
 
@@ -63,7 +63,7 @@ def test_evaluate_cli_with_video(tiny_run, tmp_path):
     assert agg["ci_low"] <= agg["mean"] <= agg["ci_high"]
     assert "| Success rate (%) |" in (tmp_path / "eval.md").read_text()
     gif = tmp_path / "eval_video.gif"
-    assert gif.stat().st_size > 10_000
+    assert gif.stat().st_size > 5_000
 
 
 def test_compare_cli_checkpoint_vs_classical(tiny_run, tmp_path):

@@ -16,7 +16,7 @@ TARGET = 30.0 / 3.6
 
 
 def _reward(**weights) -> DrivingReward:
-    return DrivingReward(RewardConfig(**weights), TARGET, 3.0)
+    return DrivingReward(RewardConfig(version=1, **weights), TARGET, 3.0)
 
 
 inputs = st.builds(

@@ -10,7 +10,7 @@ from av_td3.envs.town.map import CENTRE_LINE, EDGE_LINE, GRASS, ROAD
 
 
 def _env(view: str, **kw) -> TownEnv:
-    env = TownEnv(npc_count=0, render_mode="rgb_array", config={"env": {"camera": {"view": view}}}, **kw)
+    env = TownEnv(npc_count=0, route="default", render_mode="rgb_array", config={"env": {"camera": {"view": view}}}, **kw)
     env.reset(seed=0)
     return env
 
@@ -51,7 +51,7 @@ def test_front_camera_draws_vehicles_ahead_as_solid_boxes():
 
 def test_front_camera_pitch_moves_the_horizon():
     low = _env("front", ).camera
-    env_up = TownEnv(npc_count=0, config={"env": {"camera": {"pitch_deg": 5.0}}})
+    env_up = TownEnv(npc_count=0, route="default", config={"env": {"camera": {"pitch_deg": 5.0}}})
     env_up.reset(seed=0)
     assert env_up.camera._first > low._first  # looking up: more sky rows
 
@@ -71,7 +71,7 @@ def test_bev_shows_ego_road_and_npcs():
 
 
 def test_frames_change_while_driving_and_stack_is_oldest_first():
-    env = TownEnv(scenario=0)
+    env = TownEnv(scenario=0, route="default")
     obs, _ = env.reset(seed=1)
     for _ in range(10):
         obs, *_ = env.step(np.array([0.0, 1.0], dtype=np.float32))

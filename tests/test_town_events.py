@@ -34,7 +34,7 @@ def _parked_ahead(env: TownEnv, metres: float) -> int:
 
 
 def test_driving_into_an_npc_is_a_collision():
-    env = TownEnv(npc_count=0)
+    env = TownEnv(npc_count=0, route="default")
     env.reset(seed=0)
     _parked_ahead(env, 25.0)
     for _ in range(300):
@@ -47,7 +47,7 @@ def test_driving_into_an_npc_is_a_collision():
 
 
 def test_obstacle_distance_and_ttc_ahead():
-    env = TownEnv(npc_count=0)
+    env = TownEnv(npc_count=0, route="default")
     _, info = env.reset(seed=0)
     assert info["obstacle_distance_m"] == 1e3 and info["ttc_s"] == 1e3
     _parked_ahead(env, 30.0)
@@ -59,12 +59,12 @@ def test_obstacle_distance_and_ttc_ahead():
 
 
 def test_crossing_the_centre_line_is_a_lane_invasion():
-    env = TownEnv(npc_count=0)
+    env = TownEnv(npc_count=0, route="default")
     infos = _drive(env, [-0.08, 0.4], max_steps=400)  # drift left, toward the opposite lane
     hits = [i for i in infos if i["lane_invasion"]]
     assert hits, "drifting across the centre line must report a lane invasion"
     assert hits[0]["lateral_deviation_m"] < -0.3  # it happened on the LEFT (centre-line) side
-    assert hits[0]["reward_components"]["safety"] < 0
+    assert hits[0]["reward_components"]["lane_keeping"] < 0  # reward v2: a line between the wheels earns nothing
     assert not infos[1]["lane_invasion"]  # the start, centred in the lane, is clean
 
 
@@ -88,7 +88,7 @@ def test_wheels_straddling_the_broken_centre_line_always_report_a_lane_invasion(
 
 
 def test_leaving_the_road_terminates_off_road():
-    env = TownEnv(npc_count=0)
+    env = TownEnv(npc_count=0, route="default")
     infos = _drive(env, [0.3, 0.5], max_steps=400)  # veer right, over the kerb
     last = infos[-1]
     assert last["terminated"] and last["off_road"] and last["termination_reason"] == "off_road"
@@ -97,14 +97,14 @@ def test_leaving_the_road_terminates_off_road():
 
 
 def test_lateral_limit_alone_terminates_off_road():
-    env = TownEnv(npc_count=0, off_road_lateral_m=0.5)
+    env = TownEnv(npc_count=0, route="default", off_road_lateral_m=0.5)
     last = _drive(env, [-0.05, 0.4], max_steps=400)[-1]
     assert last["termination_reason"] == "off_road"
     assert abs(last["lateral_deviation_m"]) > 0.5
 
 
 def test_pure_pursuit_completes_the_default_route():
-    env = TownEnv(npc_count=0)
+    env = TownEnv(npc_count=0, route="default")
     pp = PurePursuit(wheelbase_m=env.wheelbase_m, target_speed_kmh=env.cfg.target_speed_kmh)
     infos = _drive(env, pp)
     last = infos[-1]
@@ -115,14 +115,14 @@ def test_pure_pursuit_completes_the_default_route():
 
 
 def test_stall_truncates():
-    env = TownEnv(npc_count=0, stall_steps=30)
+    env = TownEnv(npc_count=0, route="default", stall_steps=30)
     last = _drive(env, [0.0, -1.0], max_steps=100)[-1]
     assert last["truncated"] and not last["terminated"] and last["termination_reason"] == "stalled"
     assert last["steps"] == 30
 
 
 def test_step_limit_truncates():
-    env = TownEnv(npc_count=0, max_episode_steps=40)
+    env = TownEnv(npc_count=0, route="default", max_episode_steps=40)
     last = _drive(env, [0.0, 0.3], max_steps=100)[-1]
     assert last["truncated"] and last["termination_reason"] == "time_limit" and last["steps"] == 40
 
@@ -141,7 +141,7 @@ def test_default_route_has_turns_and_random_routes_are_seeded():
 
 
 def test_npcs_spawn_away_from_the_ego_and_keep_moving_without_overlaps():
-    env = TownEnv(scenario=2, stall_steps=10_000)
+    env = TownEnv(scenario=2, route="default", stall_steps=10_000)
     for seed in range(3):
         env.reset(seed=seed)
         t, v = env.traffic, env.vehicle
@@ -161,7 +161,7 @@ def test_npcs_spawn_away_from_the_ego_and_keep_moving_without_overlaps():
 
 
 def test_vehicle_follows_carla_steer_sign():
-    env = TownEnv(npc_count=0)
+    env = TownEnv(npc_count=0, route="default")
     env.reset(seed=0)
     yaw0 = env.vehicle.yaw
     for _ in range(20):
@@ -176,7 +176,7 @@ def test_an_npc_turning_through_a_junction_stops_short_of_an_ego_standing_in_its
     where the audit's stopped ego was hit). An NPC that was granted the turn comes up the west approach
     at 8 m/s. Its straight corridor ahead misses the ego round the bend; the lane-path check makes it
     stop short instead of driving into the ego."""
-    env = TownEnv(npc_count=0)
+    env = TownEnv(npc_count=0, route="default")
     env.reset(seed=0)
     town, t, p = env.map, env.traffic, env.params
     lanes, _, _ = town.default_route()

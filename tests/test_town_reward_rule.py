@@ -1,5 +1,6 @@
-"""The reward design rule over whole town episodes (DESIGN.md §2): following the route safely at the
-target speed earns clearly more than standing still, spinning, crawling or leaving the road."""
+"""The reward design rule of reward version 1 (the additive reward, kept for comparison) over whole town
+episodes: following the route safely at the target speed earns clearly more than standing still,
+spinning, crawling or leaving the road. Version 2 (the default) is tested in test_reward_v2_rule.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from av_td3.envs.town.env import TownEnv
 
 
 def _episode(policy) -> tuple[float, dict, list[dict]]:
-    env = TownEnv(npc_count=0)
+    env = TownEnv(npc_count=0, route="default", config={"reward": {"version": 1}})
     obs, info = env.reset(seed=0)
     total, infos = 0.0, []
     while True:

@@ -137,6 +137,9 @@ class Config(StrictModel):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
+        if self.env.name == "carla" and self.env.traffic_mix is not None:
+            raise ValueError("env.traffic_mix is supported by the town only; with env.name carla set env.scenario "
+                             "(one density per run) and remove env.traffic_mix")
         if self.algorithm.batch_size > self.training.buffer_size:
             raise ValueError(
                 f"algorithm.batch_size ({self.algorithm.batch_size}) is larger than training.buffer_size "

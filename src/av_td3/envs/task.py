@@ -23,7 +23,7 @@ import numpy as np
 
 from av_td3.envs.config import EnvConfig, RewardConfig
 from av_td3.envs.contract import STEP_SECONDS, build_vector
-from av_td3.envs.reward import COMPONENTS, DrivingReward, RewardInputs
+from av_td3.envs.reward import COMPONENTS, RewardInputs, make_reward
 from av_td3.envs.route import Route, RouteProjection
 
 __all__ = [
@@ -143,7 +143,7 @@ class DrivingTask:
         self.cfg = env_cfg
         self.dt = float(dt)
         self.target_speed_mps = env_cfg.target_speed_kmh / 3.6
-        self.reward_fn = DrivingReward(reward_cfg, self.target_speed_mps, env_cfg.off_road_lateral_m)
+        self.reward_fn = make_reward(reward_cfg, self.target_speed_mps, env_cfg.off_road_lateral_m)
         #: Normaliser of the waypoint coordinates in the vector, m.
         self.lookahead_m = env_cfg.num_waypoints * env_cfg.waypoint_spacing_m
         self.route: Route | None = None
@@ -158,6 +158,8 @@ class DrivingTask:
         self.done = False
         self._prev_speed = 0.0
         self._prev_accel = 0.0
+        self._prev_lat_accel = 0.0
+        self._prev_yaw = 0.0
         self._prev_steer = 0.0
         self._prev_xy = (0.0, 0.0)
 
@@ -172,6 +174,7 @@ class DrivingTask:
         route.localize(ego.x, ego.y)
         self.projection = route.project(ego.x, ego.y, ego.yaw)
         self._prev_speed = ego.speed_mps
+        self._prev_yaw = ego.yaw
         self._prev_xy = (ego.x, ego.y)
         events = events or StepEvents()
         info = self._info(ego, events, off_road=False, reason="none", components=_zero_components(), jerk=0.0)
@@ -198,7 +201,11 @@ class DrivingTask:
 
         accel = (ego.speed_mps - self._prev_speed) / self.dt
         jerk = (accel - self._prev_accel) / self.dt
-        self._prev_speed, self._prev_accel = ego.speed_mps, accel
+        yaw_rate = math.remainder(ego.yaw - self._prev_yaw, 2.0 * math.pi) / self.dt
+        lat_accel = ego.speed_mps * yaw_rate
+        jerk_magnitude = math.hypot(jerk, (lat_accel - self._prev_lat_accel) / self.dt)
+        self._prev_speed, self._prev_accel, self._prev_yaw = ego.speed_mps, accel, ego.yaw
+        self._prev_lat_accel = lat_accel
         steer = float(action[0])
         steer_change = abs(steer - self._prev_steer)
         self._prev_steer = steer
@@ -216,6 +223,10 @@ class DrivingTask:
                 progress_delta_m=proj.progress_m - prev_progress,
                 jerk_mps3=jerk,
                 steer_change=steer_change,
+                lon_accel_mps2=accel,
+                lat_accel_mps2=lat_accel,
+                yaw_rate_radps=yaw_rate,
+                jerk_magnitude_mps3=jerk_magnitude,
                 collision=events.collision,
                 off_road=off_road,
                 lane_invasion=events.lane_invasion,

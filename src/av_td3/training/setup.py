@@ -24,10 +24,16 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def make_env(cfg: Config, render_mode: str | None = None) -> gymnasium.Env:
-    """The configured backend (``env.name``) as a gymnasium env, scenario and all from ``cfg``."""
+def make_env(cfg: Config, render_mode: str | None = None, training: bool = False) -> gymnasium.Env:
+    """The configured backend (``env.name``) as a gymnasium env, scenario and all from ``cfg``.
+
+    ``env.traffic_mix`` (a traffic density drawn per episode) applies only to the training env
+    (``training=True``); every evaluation plays ``env.scenario``.
+    """
     register_envs()
     env_id = TOWN_ID if cfg.env.name == "town" else CARLA_ID
+    if not training and cfg.env.traffic_mix is not None:
+        cfg = cfg.model_copy(update={"env": cfg.env.model_copy(update={"traffic_mix": None})})
     # The env enforces its own step limit (env.max_episode_steps), so no TimeLimit wrapper here.
     return gymnasium.make(env_id, scenario=cfg.env.scenario, render_mode=render_mode, config=cfg,
                           disable_env_checker=True)

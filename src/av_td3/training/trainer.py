@@ -95,7 +95,7 @@ class Trainer:
         self.algo = cfg.algorithm.name
         _seed_everything(cfg.training.seed)
         self.rng = np.random.default_rng(cfg.training.seed)
-        self.env = make_env(cfg)  # first: a missing CARLA server fails here, before a run dir exists
+        self.env = make_env(cfg, training=True)  # first: a missing CARLA server fails here, before a run dir exists
         self._eval_env = None
         try:
             self.agent = build_agent(cfg, self.env.observation_space, device)

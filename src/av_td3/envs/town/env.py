@@ -17,6 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 from av_td3.config import Config, ConfigError
+from av_td3.envs.actuators import ActuatorLimiter
 from av_td3.envs.contract import (
     SCENARIO_NPCS,
     STEP_SECONDS,
@@ -92,6 +93,7 @@ class TownEnv(gym.Env):
         self.traffic = Traffic(self.map)
         self.events = EgoEvents(self.map, self.params)
         self.task = DrivingTask(env_cfg, cfg.reward, STEP_SECONDS)
+        self.actuators = ActuatorLimiter(env_cfg.actuator, STEP_SECONDS)
         h, w = env_cfg.image_height, env_cfg.image_width
         cam = env_cfg.camera
         self.camera = (
@@ -145,11 +147,15 @@ class TownEnv(gym.Env):
     # ------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         """Start an episode: new route (``random`` routes draw from the seed), ego at the route start
-        at rest, NPCs spawned >= 20 m away. ``options`` is accepted for API compatibility and unused."""
+        at rest, NPCs spawned >= 20 m away (``env.traffic_mix``: their number drawn from the seed too).
+        ``options`` is accepted for API compatibility and unused."""
         super().reset(seed=seed)
         self.route = self._make_route()
         x, y, yaw = self.route.point_at(0.0)
         self.vehicle.reset(x, y, yaw, 0.0)
+        self.actuators.reset()
+        if self.cfg.traffic_mix is not None:
+            self.npc_count = SCENARIO_NPCS[int(self.np_random.choice(self.cfg.traffic_mix))]
         self.traffic.reset(self.np_random, self.npc_count, x, y)
         vector, info = self.task.reset(self.route, self._ego(), self._measure())
         self._last_info = info
@@ -163,11 +169,12 @@ class TownEnv(gym.Env):
             raise ValueError(f"action must have shape (2,) = [steer, throttle_brake], got shape {a.shape}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"action must be finite, got {a}")
-        steer, throttle, brake = action_to_controls(a)
+        applied = self.actuators(a)  # rate-limited, clipped to [-1, 1]
+        steer, throttle, brake = action_to_controls(applied)
         v = self.vehicle
         v.step(steer, throttle, brake, STEP_SECONDS)
         self.traffic.step(STEP_SECONDS, v.x, v.y, v.yaw, v.speed, self.params.length_m, self.params.width_m)
-        vector, reward, terminated, truncated, info = self.task.step(self._ego(), np.minimum(np.maximum(a, -1.0), 1.0), self._measure())
+        vector, reward, terminated, truncated, info = self.task.step(self._ego(), applied, self._measure())
         self._last_info = info
         return self._obs(vector, self._frame(), push=True), reward, terminated, truncated, info
 
