@@ -509,6 +509,28 @@ class SensorData:
         self.__dict__.update(fields)
 
 
+#: What a released image's memory holds in the stand-in (the real client frees it; it is then reused).
+FREED_BYTE = 0xCD
+
+
+class Image(SensorData):
+    """A camera image whose ``raw_data`` dies with it, like ``carla.Image``'s: a memoryview into a
+    buffer the image owns, holding no reference to the image. When the image is released the buffer
+    is overwritten with ``FREED_BYTE`` (the real client frees it and the allocator reuses it), so a
+    numpy view kept past the image's life shows garbage here as it does with CARLA."""
+
+    def __init__(self, frame: int, timestamp: float, transform: Any, bgra: np.ndarray, **fields: Any):
+        super().__init__(frame, timestamp, transform, **fields)
+        self._buffer = bytearray(bgra.tobytes())
+
+    @property
+    def raw_data(self) -> memoryview:
+        return memoryview(self._buffer)
+
+    def __del__(self) -> None:
+        self._buffer[:] = bytes([FREED_BYTE]) * len(self._buffer)
+
+
 class ActorList(list):
     def filter(self, pattern: str) -> "ActorList":
         return ActorList(a for a in self if fnmatch.fnmatch(a.type_id, pattern))
@@ -892,8 +914,7 @@ class StandinServer:
             w, h = int(sensor.attributes["image_size_x"]), int(sensor.attributes["image_size_y"])
             img = np.ascontiguousarray(self.image_fn(frame, sensor), dtype=np.uint8)
             assert img.shape == (h, w, 4), (img.shape, (h, w, 4))
-            return [SensorData(frame, timestamp, tr, width=w, height=h, fov=float(sensor.attributes["fov"]),
-                               raw_data=img.tobytes())]
+            return [Image(frame, timestamp, tr, img, width=w, height=h, fov=float(sensor.attributes["fov"]))]
         pt = parent._transform
         others = [v for v in self.vehicles() if v.id != parent.id]
         if kind == "sensor.other.collision":

@@ -234,7 +234,7 @@ class CarlaEnv(gym.Env):
             gray = self._sensors.wait_image(frame, self.carla_cfg.timeout_s)
             transform, velocity = self._ego.get_transform(), self._ego.get_velocity()
             state = ego_state(transform, velocity)
-            events = self._step_events(transform, state.speed_mps)
+            events = self._step_events(transform, state.speed_mps, frame)
         except RuntimeError as exc:
             return self._fault(exc)
         vector, reward, terminated, truncated, info = self.task.step(state, action, events)
@@ -330,7 +330,7 @@ class CarlaEnv(gym.Env):
         gray = self._sensors.wait_image(frame, c.timeout_s)
         transform = self._ego.get_transform()
         state = ego_state(transform, self._ego.get_velocity())
-        events = self._step_events(transform, state.speed_mps)
+        events = self._step_events(transform, state.speed_mps, frame, episode_start=True)
         # the ego settling onto the road is not a collision or lane invasion of the episode
         events = StepEvents(off_road=events.off_road, obstacle_distance_m=events.obstacle_distance_m, ttc_s=events.ttc_s)
         vector, info = self.task.reset(self.route, state, events)
@@ -404,8 +404,9 @@ class CarlaEnv(gym.Env):
             api.Rotation(yaw=math.degrees(math.atan2(y1 - y0, x1 - x0))),
         )
 
-    def _step_events(self, transform: Any, speed_mps: float) -> StepEvents:
-        ev = self._sensors.pop_events()
+    def _step_events(self, transform: Any, speed_mps: float, frame: int, episode_start: bool = False) -> StepEvents:
+        """Events of simulation frame ``frame`` (matched by ``event.frame``) and the off-road test."""
+        ev = self._sensors.start_episode(frame) if episode_start else self._sensors.pop_events(frame)
         off_road = self._session.map.get_waypoint(
             transform.location, project_to_road=False, lane_type=self._api.LaneType.Driving
         ) is None
