@@ -48,7 +48,8 @@ from av_td3.envs.carla.connection import (
 from av_td3.envs.carla.errors import CarlaConnectionError, CarlaUnavailableError
 from av_td3.envs.carla.frames import ego_state, xy_to_route_frame
 from av_td3.envs.carla.route_planner import PlannedRoute, RoutePlanner
-from av_td3.envs.carla.sensors import CameraSpec, SensorSuite
+from av_td3.envs.carla.camera import CameraSpec, camera_spec
+from av_td3.envs.carla.sensors import SensorSuite
 from av_td3.envs.carla.world import SyncWorld, restore_settings, tm_port_for
 from av_td3.envs.contract import (
     SCENARIO_NPCS,
@@ -247,7 +248,9 @@ class CarlaEnv(gym.Env):
             return None
         rgb = self._sensors.last_rgb() if self._sensors is not None else None
         if rgb is None:
-            return np.zeros((self.carla_cfg.camera_height, self.carla_cfg.camera_width, 3), dtype=np.uint8)
+            h, w = (self._camera.height, self._camera.width) if self._camera else (self.env_cfg.image_height,
+                                                                                  self.env_cfg.image_width)
+            return np.zeros((h, w, 3), dtype=np.uint8)
         return rgb
 
     def close(self) -> None:
@@ -384,13 +387,10 @@ class CarlaEnv(gym.Env):
     # helpers
     # ------------------------------------------------------------------------------------------------
     def _camera_spec(self) -> CameraSpec | None:
-        c = self.carla_cfg
-        if c.no_rendering:
+        """The town's camera geometry in CARLA (``camera.py``); None without rendering."""
+        if self.carla_cfg.no_rendering:
             return None  # GPU sensors deliver nothing without rendering: frames stay black
-        if self.env_cfg.camera.view == "bev":
-            return CameraSpec(c.camera_width, c.camera_height, c.camera_fov_deg, 0.0, c.bev_height_m, -90.0)
-        return CameraSpec(c.camera_width, c.camera_height, c.camera_fov_deg, c.camera_x_m, c.camera_z_m,
-                          self.env_cfg.camera.pitch_deg)
+        return camera_spec(self.env_cfg, self.carla_cfg)
 
     def _route_transform(self, planned: PlannedRoute, k: int) -> Any:
         """Transform at route point ``k`` heading along the route (CARLA frame), lifted above the road

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from av_td3.envs.carla.actors import ActorBook
+from av_td3.envs.carla.camera import CameraSpec
 
 logger = logging.getLogger(__name__)
 
@@ -134,18 +135,6 @@ class SensorEvents:
         self.lane_invasion = self.lane_invasion or other.lane_invasion
         if other.obstacle_distance_m < self.obstacle_distance_m:
             self.obstacle_distance_m, self.obstacle_actor = other.obstacle_distance_m, other.obstacle_actor
-
-
-@dataclass(frozen=True)
-class CameraSpec:
-    """Camera blueprint attributes and mount (ego frame: x forward, z up, metres; pitch degrees)."""
-
-    width: int = 256
-    height: int = 144
-    fov_deg: float = 90.0
-    x_m: float = 1.6
-    z_m: float = 1.5
-    pitch_deg: float = 0.0
 
 
 class SensorSuite:
