@@ -543,23 +543,43 @@ class ActorList(list):
 # Traffic Manager, world, client, server
 # ------------------------------------------------------------------------------------------------
 class TrafficManager:
+    """A Traffic Manager. Like the real client's, it belongs to the client PROCESS (one per port, kept in
+    ``StandinServer.client_tms``, which survives ``restart()``) until ``shut_down()``; one created
+    before the server restarted is bound to the dead server: its calls fail with the real bind error."""
+
     def __init__(self, server: "StandinServer", port: int):
         self._server, self.port = server, port
+        self.epoch = server.epoch  # which server life it is bound to
         self.synchronous = False
         self.seed: int | None = None
         self.rng = np.random.default_rng(0)
+        self.is_shut_down = False
+
+    def _rpc(self) -> None:
+        self._server._rpc()
+        if self.is_shut_down or self.epoch != self._server.epoch:
+            raise RuntimeError("trying to create rpc server for traffic manager; but the system failed to "
+                               "create because of bind error.")
 
     def get_port(self) -> int:
         return self.port
 
     def set_synchronous_mode(self, mode_switch: bool = True) -> None:
-        self._server._rpc()
+        self._rpc()
         self.synchronous = bool(mode_switch)
 
     def set_random_device_seed(self, value: int) -> None:
-        self._server._rpc()
+        self._rpc()
         self.seed = int(value)
         self.rng = np.random.default_rng(self.seed)
+
+    def shut_down(self) -> None:
+        """Client side: releases the port's TM of this process (no server call, works when it is gone)."""
+        if not self.is_shut_down:
+            self.is_shut_down = True
+            self._server.tm_shutdowns += 1
+        if self._server.client_tms.get(self.port) is self:
+            del self._server.client_tms[self.port]
 
 
 class World:
@@ -648,8 +668,13 @@ class Client:
         return self._rpc()._load(map_name, reset_settings, self.timeout_s)
 
     def get_trafficmanager(self, client_connection: int = 8000) -> TrafficManager:
-        server = self._rpc()
-        return server.tms.setdefault(int(client_connection), TrafficManager(server, int(client_connection)))
+        server, port = self._rpc(), int(client_connection)
+        tm = server.client_tms.get(port)  # the process's TM of that port, even if bound to a dead server
+        if tm is None:
+            tm = server.client_tms[port] = TrafficManager(server, port)
+        if tm.epoch == server.epoch:
+            server.tms[port] = tm
+        return tm
 
     def apply_batch_sync(self, commands: list[Any], do_tick: bool = False) -> list[Response]:
         server = self._rpc()
@@ -710,6 +735,10 @@ class StandinServer:
         self.rpc_timeout_s = 0.0
         self.loads: list[tuple[str, float]] = []  # (map name, client time-out) of every load_world
         self.settings_history: list[tuple] = []  # settings_tuple of every apply_settings
+        self.epoch = 0  # server lives: restart() starts a new one
+        self.client_tms: dict[int, TrafficManager] = {}  # the client process's TM per port (see TrafficManager)
+        self.tm_shutdowns = 0
+        self.log: list[tuple[str, int]] = []  # ("spawn" | "destroy" | "tick", actor id or frame), in order
         self._reset_state(initial_map)
 
     def _reset_state(self, map_name: str) -> None:
@@ -749,6 +778,7 @@ class StandinServer:
 
     def restart(self, map_name: str = "Town10HD_Opt") -> None:
         self.up = True
+        self.epoch += 1
         self._reset_state(map_name)
 
     def inject_collision(self, actor_id: int) -> None:
@@ -765,7 +795,8 @@ class StandinServer:
         return [a for a in self.actors.values() if isinstance(a, Sensor)]
 
     def hero(self) -> Vehicle | None:
-        return next((v for v in self.vehicles() if v.attributes.get("role_name") == "hero"), None)
+        """The env's ego (role name ``av_td3_ego_<TM port>``)."""
+        return next((v for v in self.vehicles() if v.attributes.get("role_name", "").startswith("av_td3_ego_")), None)
 
     # --- internals -----------------------------------------------------------------------------------
     def _rpc(self) -> None:
@@ -800,6 +831,7 @@ class StandinServer:
             actor = Sensor(self, next(self._ids), blueprint, transform, parent)
         self.actors[actor.id] = actor
         self.spawned += 1
+        self.log.append(("spawn", actor.id))
         return actor
 
     def _destroy(self, actor_id: int) -> bool:
@@ -810,6 +842,7 @@ class StandinServer:
             self.destroyed_listening += 1
         actor.is_alive = False
         self.destroyed += 1
+        self.log.append(("destroy", int(actor_id)))
         return True
 
     def _set_autopilot(self, vehicle: Vehicle, enabled: bool, port: int) -> None:
@@ -817,7 +850,8 @@ class StandinServer:
             vehicle.autopilot_port = port
             lane, s, _ = self.map.project(vehicle._transform.location.x, vehicle._transform.location.y)
             vehicle._lane_state = (lane.index, s)
-            self.tms.setdefault(port, TrafficManager(self, port))
+            if port not in self.tms:
+                self.tms[port] = self.client_tms.setdefault(port, TrafficManager(self, port))
         else:
             vehicle.autopilot_port, vehicle._lane_state = None, None
 
@@ -852,6 +886,7 @@ class StandinServer:
         dt = float(self.settings.fixed_delta_seconds or 0.05)
         self.frame += 1
         self.ticks += 1
+        self.log.append(("tick", self.frame))
         for v in self.vehicles():
             if v.autopilot_port is not None:
                 tm = self.tms.get(v.autopilot_port)

@@ -78,7 +78,7 @@ def env(server):
 
 
 def hero_count(server) -> int:
-    return sum(v.attributes.get("role_name") == "hero" for v in server.vehicles())
+    return sum(v.attributes.get("role_name", "").startswith("av_td3_ego_") for v in server.vehicles())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,7 +113,9 @@ def test_a_world_left_synchronous_is_released_before_loading(server):
     assert server.settings_history[0][0] is False  # released before load_world
     assert server.loads[-1][0] == "Town01" and settings_tuple(server.settings) == (True, False, 0.05)
     env.close()
-    assert settings_tuple(server.settings) == (True, False, 0.1)  # what the env found is what it restores
+    # synchronous settings found on connect were left by a crashed client: close() restores the rest of
+    # what it found, but asynchronous (a synchronous world nobody ticks freezes the server)
+    assert settings_tuple(server.settings) == (False, False, 0.1)
 
 
 def test_ticks_are_synchronous_one_per_step(env, server):

@@ -35,7 +35,17 @@ import gymnasium as gym
 import numpy as np
 
 from av_td3.config import Config
-from av_td3.envs.carla.actors import ActorBook, far_spawn_points, npc_blueprints, pick_blueprint, spawn_ego, spawn_npcs
+from av_td3.envs.carla.actors import (
+    ActorBook,
+    RoleNames,
+    destroy_ids,
+    far_spawn_points,
+    leftover_actors,
+    npc_blueprints,
+    pick_blueprint,
+    spawn_ego,
+    spawn_npcs,
+)
 from av_td3.envs.carla.connection import (
     DOCKER_COMMAND,
     ClientFactory,
@@ -50,7 +60,7 @@ from av_td3.envs.carla.frames import ego_state, xy_to_route_frame
 from av_td3.envs.carla.route_planner import PlannedRoute, RoutePlanner
 from av_td3.envs.carla.camera import CameraSpec, camera_spec
 from av_td3.envs.carla.sensors import SensorSuite
-from av_td3.envs.carla.world import SyncWorld, restore_settings, tm_port_for
+from av_td3.envs.carla.world import SyncWorld, restore_settings, shut_down_tm, tm_port_for
 from av_td3.envs.contract import (
     SCENARIO_NPCS,
     STEP_SECONDS,
@@ -143,6 +153,7 @@ class CarlaEnv(gym.Env):
         self.host = host if host is not None else cfg.carla.host
         self.port = int(port) if port is not None else cfg.carla.port + self.env_index * cfg.carla.port_step
         self.tm_port = tm_port_for(self.port, self.env_index, cfg.carla.tm_port)
+        self.roles = RoleNames.for_tm_port(self.tm_port)
         self.render_mode = render_mode
         self._factory = client_factory or real_client_factory
         self._api = carla_module or getattr(client_factory, "carla_module", None) or import_carla()
@@ -286,14 +297,19 @@ class CarlaEnv(gym.Env):
         )
         self._original_settings = session.original_settings
         try:
+            destroyed = 0
             if len(self.actors):  # left behind by a faulted connection
-                n = self.actors.destroy_all(client, self._api, world=session.world)
-                logger.info("CARLA: destroyed %d actors left by the previous connection", n)
+                destroyed += self.actors.destroy_all(client, self._api, world=session.world)
+            # ... and by an earlier process of this env that crashed (recognised by their role names)
+            destroyed += destroy_ids(client, self._api, leftover_actors(session.world, self.roles))
+            if destroyed:
+                logger.info("CARLA: destroyed %d actors left by an earlier connection", destroyed)
+                session.tick()  # the server removes them before anything spawns at the same spots
             name = str(session.map.name)
             if name not in self._planners:
                 self._planners[name] = RoutePlanner(session.map, self.env_cfg.waypoint_spacing_m)
             library = session.world.get_blueprint_library()
-            self._ego_bp = pick_blueprint(library, c.ego_blueprint, "hero")
+            self._ego_bp = pick_blueprint(library, c.ego_blueprint, self.roles.ego)
             self._npc_bps = npc_blueprints(library, c.npc_filter)
             self._spawn_points = session.map.get_spawn_points()
         except Exception:
@@ -323,11 +339,11 @@ class CarlaEnv(gym.Env):
         self._sensors = SensorSuite(  # records each sensor in self.actors as it spawns
             s.world, self._api, self._ego, self._camera,
             (self.env_cfg.image_height, self.env_cfg.image_width), c.obstacle_distance_m,
-            obstacle_x_m=float(bb.location.x + bb.extent.x), book=self.actors,
+            obstacle_x_m=float(bb.location.x + bb.extent.x), book=self.actors, role_name=self.roles.sensor,
         )
         npc_points = far_spawn_points(self._spawn_points, ego_at.location, c.npc_min_distance_m)
         self.npc_ids = spawn_npcs(s.client, self._api, self.actors, self._npc_bps, npc_points, self.npc_count,
-                                  self.np_random, s.tm_port)
+                                  self.np_random, s.tm_port, role_name=self.roles.npc)
 
         frame = s.tick()
         gray = self._sensors.wait_image(frame, c.timeout_s)
@@ -352,10 +368,13 @@ class CarlaEnv(gym.Env):
             self._session.tick()  # the server drops them before anything respawns at the same spots
 
     def _drop_session(self) -> None:
-        """Forget a connection that failed; its actors stay in the book for the next one to destroy."""
+        """Forget a connection that failed; its actors stay in the book for the next one to destroy. Its
+        Traffic Manager is shut down: else the reconnect would get it back (one TM per port and process)."""
         if self._sensors is not None:
             self._sensors.stop()
             self._sensors = None
+        if self._session is not None:
+            shut_down_tm(self._session.tm)
         self._ego = None
         self._session = None
 
@@ -379,7 +398,9 @@ class CarlaEnv(gym.Env):
             world = client.get_world()
             self.actors.destroy_all(client, self._api, world=world)
             if self._original_settings is not None:
-                restore_settings(world, client.get_trafficmanager(self.tm_port), self._original_settings)
+                tm = client.get_trafficmanager(self.tm_port)
+                restore_settings(world, tm, self._original_settings)
+                shut_down_tm(tm)
         except RuntimeError as exc:
             logger.warning("CARLA: could not clean up after the fault (%s); %d actors may remain", exc, len(self.actors))
 

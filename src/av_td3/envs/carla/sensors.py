@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from av_td3.envs.carla.actors import ActorBook
+from av_td3.envs.carla.actors import ActorBook, set_role_name
 from av_td3.envs.carla.camera import CameraSpec
 
 logger = logging.getLogger(__name__)
@@ -151,6 +151,7 @@ class SensorSuite:
             reported distance is a bumper-to-obstacle gap like ``task.StepEvents.obstacle_distance_m``.
         book: the env's actor account; every sensor is added the moment the server returns it, so the
             env's batch destroys it even when the suite is only half built (spawning failed part way).
+        role_name: ``role_name`` attribute of every sensor (the env's ``RoleNames.sensor``).
     """
 
     def __init__(
@@ -164,6 +165,7 @@ class SensorSuite:
         obstacle_x_m: float = 2.4,
         *,
         book: ActorBook,
+        role_name: str = "",
     ):
         self._lock = threading.Lock()
         self._images: "queue.Queue[Any]" = queue.Queue()
@@ -176,6 +178,7 @@ class SensorSuite:
         self.camera_spec = camera
         self.last_bgra: np.ndarray | None = None
         self._book = book
+        self._role_name = role_name
         self._resize = GrayscaleResizer((camera.height, camera.width), out_hw) if camera else None
         library = world.get_blueprint_library()
         try:
@@ -200,6 +203,8 @@ class SensorSuite:
 
     # --- construction / destruction -------------------------------------------------------------
     def _attach(self, world: Any, bp: Any, transform: Any, ego: Any, callback: Any) -> None:
+        if self._role_name:
+            set_role_name(bp, self._role_name)
         sensor = world.spawn_actor(bp, transform, attach_to=ego)
         self._book.add(sensor.id, sensor.type_id)
         self.sensors.append(sensor)
