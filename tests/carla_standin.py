@@ -1068,3 +1068,95 @@ def ring_xodr(length_m: float = 120.0, width_m: float = 60.0, radius_m: float = 
         )
     return ('<?xml version="1.0" standalone="yes"?><OpenDRIVE><header revMajor="1" revMinor="4" name="ring" version="1"/>'
             + "".join(roads) + "</OpenDRIVE>")
+
+
+# ------------------------------------------------------------------------------------------------
+# A stand-in server PROCESS, for the supervisor's tests
+# ------------------------------------------------------------------------------------------------
+def _msgpack_uint(data: bytes, i: int) -> tuple[bytes, int]:
+    """The encoded msgpack unsigned int at ``data[i]`` (as bytes, to echo it) and the index after it."""
+    size = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}.get(data[i], 1)
+    return data[i:i + size], i + size
+
+
+def _answer_version_requests(conn: Any, state: dict) -> None:
+    """Answer the real client's ``get_server_version()`` (msgpack-rpc request ``[0, id, "version", args]``)
+    with ``[1, id, nil, Response("0.9.16")]``, CARLA's framing of a string result, until hung."""
+    import socket
+
+    conn.settimeout(0.2)
+    with conn:
+        while True:
+            try:
+                data = conn.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            if state["hung"]:
+                continue  # hung: the port stays open, nothing answers
+            if len(data) < 3 or data[0] != 0x94 or data[1] != 0x00:
+                return
+            msgid, i = _msgpack_uint(data, 2)
+            method = data[i + 1:i + 1 + (data[i] & 0x1F)]
+            if method == b"version":
+                conn.sendall(b"\x94\x01" + msgid + b"\xc0\x91\x92\x01\xa6" + b"0.9.16")
+            else:
+                return  # the stand-in process only tells its version
+
+
+def serve_process(argv: list[str]) -> int:
+    """Run as a CARLA server process would: ``python carla_standin.py -carla-rpc-port=P [CARLA flags]``.
+
+    It answers the REAL ``carla.Client.get_server_version()`` on port P (nothing else). Test controls,
+    through the environment (the supervisor passes it on): ``STANDIN_CHILD=1`` also starts a child
+    process (like CarlaUE4.sh starts the engine) that sleeps until killed; ``STANDIN_PID_DIR``: write
+    ``<port>.<pid>.pid`` files for the server and its child there; ``STANDIN_EXIT_AFTER=S``: exit with
+    code 3 after S seconds; ``STANDIN_IGNORE_TERM=1``: ignore SIGTERM (only SIGKILL stops it).
+    Signals: SIGUSR1 hangs it (the port stays open, no answers), SIGUSR2 makes it exit with code 3.
+    """
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    port = next(int(a.split("=", 1)[1]) for a in argv if a.startswith("-carla-rpc-port="))
+    state = {"hung": False}
+    pid_dir = os.environ.get("STANDIN_PID_DIR")
+    child = None
+    if os.environ.get("STANDIN_CHILD") == "1":
+        child = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(1)"])
+    if pid_dir:
+        for pid in [os.getpid()] + ([child.pid] if child else []):
+            open(os.path.join(pid_dir, f"{port}.{pid}.pid"), "w").close()
+    if os.environ.get("STANDIN_IGNORE_TERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda *_: state.update(hung=True))
+    signal.signal(signal.SIGUSR2, lambda *_: os._exit(3))
+    exit_after = float(os.environ.get("STANDIN_EXIT_AFTER", "0") or 0)
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(16)
+    server.settimeout(0.1)
+    print(f"stand-in CARLA server on port {port}, pid {os.getpid()}", flush=True)
+    t0 = time.monotonic()
+    while True:
+        if exit_after and time.monotonic() - t0 > exit_after:
+            print("stand-in CARLA server: exiting (STANDIN_EXIT_AFTER)", flush=True)
+            os._exit(3)
+        try:
+            conn, _ = server.accept()
+        except socket.timeout:
+            continue
+        threading.Thread(target=_answer_version_requests, args=(conn, state), daemon=True).start()
+
+
+if __name__ == "__main__":
+    import sys as _sys
+
+    _sys.exit(serve_process(_sys.argv[1:]))
