@@ -76,15 +76,15 @@ def _spawn(server, blueprint_id, role_name, x, parent=None):
 
 
 def test_leftover_actors_of_this_env_are_removed_on_connect_then_the_world_ticks():
-    """Actors of an earlier process of this env (same TM port -> same role names) are destroyed before
-    anything spawns, with one tick in between; other clients' actors (other role names) stay."""
+    """Actors of an earlier process of this env (its TM port, another process token) are destroyed
+    before anything spawns, with one tick in between; other clients' actors (other role names) stay."""
     server = StandinServer(initial_map="Town01")
-    roles = RoleNames.for_tm_port(8000)
+    roles = RoleNames(8000, token="0dead0")  # a crashed process with the same config
     ego = _spawn(server, "vehicle.tesla.model3", roles.ego, 0.0)
     ours = [ego.id, _spawn(server, "sensor.other.collision", roles.sensor, 0.0, parent=ego).id,
             _spawn(server, "vehicle.audi.a2", roles.npc, 30.0).id]
     theirs = [_spawn(server, "vehicle.audi.a2", "hero", 60.0).id,
-              _spawn(server, "vehicle.audi.a2", RoleNames.for_tm_port(8001).npc, 90.0).id,
+              _spawn(server, "vehicle.audi.a2", RoleNames(8001, token="0dead0").npc, 90.0).id,
               _spawn(server, "vehicle.audi.a2", "autopilot", 120.0).id]
     server.log.clear()
     env = CarlaEnv(client_factory=server, config=make_cfg(env={"npc_count": 2}))
@@ -95,6 +95,29 @@ def test_leftover_actors_of_this_env_are_removed_on_connect_then_the_world_ticks
     assert any(what == "tick" for what, _ in server.log[destroyed_at:first_spawn])
     # everything the env spawned carries its role names, so a later crash is cleaned up the same way
     mine = [a for a in server.actors.values() if a.id not in theirs]
-    assert {a.attributes["role_name"] for a in mine} == {roles.ego, roles.npc, roles.sensor}
+    live = RoleNames(8000)  # this process's
+    assert {a.attributes["role_name"] for a in mine} == {live.ego, live.npc, live.sensor}
     env.close()
     assert set(server.actors) == set(theirs)
+
+
+def test_two_envs_of_one_process_on_one_server_and_tm_port():
+    """The trainer's training and evaluation envs share a server and TM port: connecting the second does
+    not take the first's actors for leftovers, and closing it keeps the settings and the TM the first
+    still uses; the last to close restores the settings and shuts the TM down."""
+    server = StandinServer()
+    train = CarlaEnv(client_factory=server, config=make_cfg(env={"npc_count": 2}))
+    train.reset(seed=0)
+    train_actors = set(train.actors.ids)
+    evaluation = CarlaEnv(client_factory=server, config=make_cfg(env={"npc_count": 2}))
+    evaluation.reset(seed=1)
+    assert train_actors <= set(server.actors)
+    evaluation.close()
+    assert settings_tuple(server.settings) == (True, False, 0.05) and server.tm_shutdowns == 0
+    for _ in range(3):
+        *_, truncated, info = train.step(np.array([0.0, 0.3], np.float32))
+        assert not truncated and info["termination_reason"] == "none"
+    assert server.tm_async_ticks == 0
+    train.close()
+    assert settings_tuple(server.settings) == (False, False, 0.0) and server.tm_shutdowns == 1
+    assert server.actors == {}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -19,27 +20,52 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 
+#: Tells this process's actors from those of earlier processes (a fresh random token per process: pids
+#: repeat, e.g. in containers).
+PROCESS_TOKEN = secrets.token_hex(3)
+
+_KINDS = ("ego", "npc", "sensor")
+
+
 @dataclass(frozen=True)
 class RoleNames:
-    """The ``role_name`` attributes of one env's actors: ``av_td3_<kind>_<Traffic Manager port>``.
+    """The ``role_name`` attributes of one env's actors: ``av_td3_<kind>_<TM port>_<process token>``.
 
-    The TM port tells apart the envs that share a server (each needs its own TM port), and is the same
-    for a process restarted with the same config, so that the actors a crashed process left behind
-    are recognised as ours (``leftover_actors``) and nobody else's actors are touched. (The ego is not
-    called CARLA's conventional ``hero`` for that reason; only large maps' tile streaming and the TM's
-    hybrid physics look for a ``hero``, and this env uses neither.)
+    The TM port tells apart the envs that share a server (each needs its own TM port). The process
+    token tells this process's actors from those a crashed earlier process left behind with the same
+    config (``leftover_actors``), and keeps the envs of ONE process that share a server and TM port
+    (training and evaluation envs) from taking each other's actors for leftovers. Nobody else's actors
+    match. (The ego is not called CARLA's conventional ``hero`` for that reason; only large maps' tile
+    streaming and the TM's hybrid physics look for a ``hero``, and this env uses neither.)
     """
 
-    ego: str
-    npc: str
-    sensor: str
+    tm_port: int
+    token: str = PROCESS_TOKEN
 
-    @classmethod
-    def for_tm_port(cls, tm_port: int) -> "RoleNames":
-        return cls(f"av_td3_ego_{tm_port}", f"av_td3_npc_{tm_port}", f"av_td3_sensor_{tm_port}")
+    def _name(self, kind: str) -> str:
+        return f"av_td3_{kind}_{self.tm_port}_{self.token}"
 
-    def __contains__(self, role_name: object) -> bool:
-        return role_name in (self.ego, self.npc, self.sensor)
+    @property
+    def ego(self) -> str:
+        return self._name("ego")
+
+    @property
+    def npc(self) -> str:
+        return self._name("npc")
+
+    @property
+    def sensor(self) -> str:
+        return self._name("sensor")
+
+    def is_leftover(self, role_name: object) -> bool:
+        """An actor of this env's TM port spawned by ANOTHER process (crashed, or it would not be here)."""
+        if not isinstance(role_name, str):
+            return False
+        for kind in _KINDS:
+            prefix = f"av_td3_{kind}_{self.tm_port}_"
+            if role_name.startswith(prefix):
+                return role_name[len(prefix):] != self.token
+        return False
 
 
 def set_role_name(blueprint: Any, role_name: str) -> Any:
@@ -48,14 +74,13 @@ def set_role_name(blueprint: Any, role_name: str) -> Any:
     return blueprint
 
 
-def leftover_actors(world: Any, roles: RoleNames, exclude: Iterable[int] = ()) -> list[tuple[int, str]]:
-    """``(id, type_id)`` of the actors in ``world`` whose role name is one of ``roles`` and whose id is
-    not in ``exclude`` (this env's live account): left by an earlier process of the same env."""
-    skip = {int(i) for i in exclude}
+def leftover_actors(world: Any, roles: RoleNames) -> list[tuple[int, str]]:
+    """``(id, type_id)`` of the actors in ``world`` that an earlier process of this env left behind
+    (``RoleNames.is_leftover``)."""
     out = []
     for actor in world.get_actors():
         role = dict(getattr(actor, "attributes", {}) or {}).get("role_name")
-        if role in roles and int(actor.id) not in skip:
+        if roles.is_leftover(role):
             out.append((int(actor.id), str(actor.type_id)))
     return out
 

@@ -60,6 +60,7 @@ from av_td3.envs.carla.frames import ego_state, xy_to_route_frame
 from av_td3.envs.carla.route_planner import PlannedRoute, RoutePlanner
 from av_td3.envs.carla.camera import CameraSpec, camera_spec
 from av_td3.envs.carla.sensors import SensorSuite
+from av_td3.envs.carla import world as shared_world
 from av_td3.envs.carla.world import SyncWorld, restore_settings, shut_down_tm, tm_port_for
 from av_td3.envs.contract import (
     SCENARIO_NPCS,
@@ -153,7 +154,8 @@ class CarlaEnv(gym.Env):
         self.host = host if host is not None else cfg.carla.host
         self.port = int(port) if port is not None else cfg.carla.port + self.env_index * cfg.carla.port_step
         self.tm_port = tm_port_for(self.port, self.env_index, cfg.carla.tm_port)
-        self.roles = RoleNames.for_tm_port(self.tm_port)
+        self.roles = RoleNames(self.tm_port)
+        self._share_key = (self.host, self.port, self.tm_port)  # see world.hold / release
         self.render_mode = render_mode
         self._factory = client_factory or real_client_factory
         self._api = carla_module or getattr(client_factory, "carla_module", None) or import_carla()
@@ -265,13 +267,15 @@ class CarlaEnv(gym.Env):
         return rgb
 
     def close(self) -> None:
-        """Destroy every actor this env spawned and restore the world's original settings (best effort)."""
+        """Destroy every actor this env spawned; the last env of this process on this server and TM port
+        also restores the world's original settings and shuts the TM down (best effort)."""
         if self._session is not None:
             try:
                 self._end_episode(tick=False)
             except RuntimeError as exc:
                 logger.warning("CARLA: cleanup on close failed: %s", exc)
-            self._session.restore()
+            if shared_world.release(self._share_key, self):
+                self._session.restore()
             self._session = None
         elif len(self.actors) or self._original_settings is not None:
             self._cleanup_after_fault()
@@ -291,9 +295,10 @@ class CarlaEnv(gym.Env):
                                           self._sleep)
         else:
             client = connect(self._factory, self.host, self.port, c.timeout_s)
+        originals = self._original_settings or shared_world.shared_originals(self._share_key)
         session = SyncWorld.open(
             client, town=c.town, tm_port=self.tm_port, seed=self._tm_seed, no_rendering=c.no_rendering,
-            timeout_s=c.timeout_s, load_timeout_s=c.load_timeout_s, original_settings=self._original_settings,
+            timeout_s=c.timeout_s, load_timeout_s=c.load_timeout_s, original_settings=originals,
         )
         self._original_settings = session.original_settings
         try:
@@ -313,8 +318,10 @@ class CarlaEnv(gym.Env):
             self._npc_bps = npc_blueprints(library, c.npc_filter)
             self._spawn_points = session.map.get_spawn_points()
         except Exception:
-            session.restore()  # a synchronous world nobody ticks would freeze the server for everyone
+            if shared_world.shared_originals(self._share_key) is None:  # no other env of ours uses it
+                session.restore()  # a synchronous world nobody ticks would freeze the server for everyone
             raise
+        shared_world.hold(self._share_key, self, self._original_settings)
         self._faulted = False
         return session
 
@@ -374,7 +381,8 @@ class CarlaEnv(gym.Env):
             self._sensors.stop()
             self._sensors = None
         if self._session is not None:
-            shut_down_tm(self._session.tm)
+            shared_world.release(self._share_key, self)
+            shut_down_tm(self._session.tm)  # stale for every env of the process: they reconnect to a fresh one
         self._ego = None
         self._session = None
 

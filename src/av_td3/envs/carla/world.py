@@ -10,17 +10,58 @@ whole process, so a reconnect that asks for the same port again gets the old one
 dead connection (hangs, "bind error"). The TM is therefore ``shut_down()`` on close and whenever its
 connection is dropped. And a world found synchronous was left so by a client that crashed (nobody
 ticks it): those settings are never taken as the "original" ones restored on close.
+
+Sharing: envs of ONE process may use the same server and TM port (the trainer's training and
+evaluation envs). They share the world's settings and the process's TM of that port, so the settings
+found by the first are the originals of all (``shared_originals``), and only the LAST one to close
+restores them and shuts the TM down (``hold`` / ``release``).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Hashable
 
 from av_td3.envs.contract import STEP_SECONDS
 
 logger = logging.getLogger(__name__)
+
+
+#: Per (host, port, TM port): (the envs of this process holding a session there, their original
+#: settings). Weak: an env dropped without close() stops counting once it is garbage.
+_shared: dict[Hashable, tuple[weakref.WeakSet, Any]] = {}
+
+
+def _holders(key: Hashable) -> weakref.WeakSet | None:
+    entry = _shared.get(key)
+    if entry is not None and not len(entry[0]):
+        del _shared[key]
+        return None
+    return entry[0] if entry else None
+
+
+def shared_originals(key: Hashable) -> Any:
+    """The original settings found by the first env of this process still holding ``key``, or None."""
+    return _shared[key][1] if _holders(key) is not None else None
+
+
+def hold(key: Hashable, env: Any, original_settings: Any) -> None:
+    """``env`` (of this process) opened a session on ``key`` = (host, port, TM port)."""
+    if _holders(key) is None:
+        _shared[key] = (weakref.WeakSet(), original_settings)
+    _shared[key][0].add(env)
+
+
+def release(key: Hashable, env: Any) -> bool:
+    """``env``'s session on ``key`` ended; True when no other env of this process holds one there (then
+    the settings are restored and the TM shut down)."""
+    holders = _holders(key)
+    if holders is None:
+        return True
+    holders.discard(env)
+    return _holders(key) is None
 
 
 def map_basename(name: str) -> str:
