@@ -124,8 +124,8 @@ def train_with_servers(args: argparse.Namespace, cmd_train: Callable[[argparse.N
                                  carla_root=root, policy=policy, host=cfg.carla.host)
     print(f"[CARLA] starting {count} supervised server(s) on port(s) "
           f"{', '.join(str(s.port) for s in sup.servers)} (logs in {log_dir})")
-    sup.start()
     try:
+        sup.start()  # inside: if a later launch fails, the servers already started are stopped too
         sup.wait_ready(timeout_s=policy.startup_grace_s)
         sup.run_in_background()
         return cmd_train(args)
