@@ -74,6 +74,19 @@ def server_pids(root: Path, port: int) -> set[int]:
     return {int(p.name.split(".")[1]) for p in (root.parent / "pids").glob(f"{port}.*.pid")}
 
 
+def processes_with(text: str) -> list[int]:
+    """Live (not zombie) processes whose command line contains ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                if pid_alive(int(proc.name)):
+                    found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def wait_for(condition, sup: Supervisor | None = None, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -171,6 +184,18 @@ def test_stop_kills_the_whole_process_group_no_orphans(carla_root, monkeypatch):
     sup.stop()
     wait_for(lambda: not any(pid_alive(p) for p in pids | set(launchers)), timeout_s=10)
     assert all(s.pid is None and s.status == "stopped" for s in sup.servers)
+    assert all(processes_with(f"-carla-rpc-port={s.port}") == [] for s in sup.servers)
+
+
+def test_a_failed_launch_stops_the_servers_already_launched(carla_root):
+    sup = make_supervisor(carla_root, 2)
+    sup.servers[1].command = [str(carla_root / "no-such-launcher")]
+    with pytest.raises(SupervisorError, match="could not launch"):
+        with sup:
+            pass
+    first = sup.servers[0]
+    assert first.launches == 1 and first.status == "stopped" and first.pid is None
+    assert processes_with(f"-carla-rpc-port={first.port}") == []  # neither its launcher nor the server
 
 
 @pytest.mark.slow

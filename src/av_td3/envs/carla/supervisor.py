@@ -244,7 +244,11 @@ class Supervisor:
                 s.status = "stopped"
 
     def __enter__(self) -> "Supervisor":
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # a later launch failed: the servers already launched must not outlive us
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
