@@ -268,3 +268,20 @@ def test_a_real_server_comes_up_and_goes():
     with sup:
         sup.wait_ready(timeout_s=180)
         assert carla_probe("localhost", sup.servers[0].port, 5.0)
+
+
+@pytest.mark.slow
+def test_stop_after_the_supervisor_was_killed_still_stops_the_servers(carla_root, tmp_path, capsys):
+    """The detached supervisor dies (SIGKILL: no chance to clean up): ``status`` says so, and ``stop``
+    kills the recorded servers' process groups itself."""
+    base, state_dir = free_base_port(1), tmp_path / "state"
+    flags = ["--state-dir", str(state_dir), "--check-interval", "0.1", "--probe-timeout", "0.5"]
+    assert main(["carla-servers", "start", "--port", str(base), "--carla-root", str(carla_root), *flags]) == 0
+    os.kill(read_state(state_dir)["supervisor_pid"], signal.SIGKILL)
+    wait_for(lambda: not pid_alive(read_state(state_dir)["supervisor_pid"]))
+    capsys.readouterr()
+    assert main(["carla-servers", "status", *flags]) == 1
+    assert "not running" in capsys.readouterr().out
+    assert processes_with(f"-carla-rpc-port={base}") != []  # the servers outlived their supervisor
+    assert main(["carla-servers", "stop", *flags]) == 0
+    wait_for(lambda: processes_with(f"-carla-rpc-port={base}") == [], timeout_s=10)

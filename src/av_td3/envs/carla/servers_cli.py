@@ -19,10 +19,11 @@ from typing import Callable
 from av_td3.envs.carla.config import CarlaConfig
 from av_td3.envs.carla.supervisor import (
     Policy,
-    SupervisorError,
     Supervisor,
-    launch_command,
+    SupervisorError,
     docker_cleanup_command,
+    launch_command,
+    pid_alive,
     policy_arguments,
     policy_argv,
     policy_from,
@@ -72,7 +73,8 @@ def cmd_carla_servers(args: argparse.Namespace) -> int:
         state = read_state(args.state_dir)
         for line in status_lines(state):
             print(line)
-        up = state is not None and state.get("supervisor_pid") and all(s["status"] == "up" for s in state["servers"])
+        up = (state is not None and pid_alive(state.get("supervisor_pid"))
+              and all(s["status"] == "up" for s in state["servers"]))
         return 0 if up else 1
     if args.action == "stop":
         state = stop_detached(args.state_dir)
