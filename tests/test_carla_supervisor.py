@@ -23,7 +23,6 @@ import pytest
 pytest.importorskip("carla")  # the health check is the real client's get_server_version()
 
 from av_td3.cli import main  # noqa: E402
-from av_td3.envs.carla import servers_cli  # noqa: E402
 from av_td3.envs.carla.supervisor import (  # noqa: E402
     Policy,
     Supervisor,
@@ -32,9 +31,9 @@ from av_td3.envs.carla.supervisor import (  # noqa: E402
     docker_cleanup_command,
     launch_command,
     pid_alive,
-    read_state,
     server_ports,
 )
+from av_td3.envs.carla.supervisor_daemon import read_state  # noqa: E402
 
 STANDIN = Path(__file__).with_name("carla_standin.py")
 FAST = Policy(check_interval_s=0.05, probe_timeout_s=0.5, startup_grace_s=20.0, hang_checks=2, backoff_s=0.05,

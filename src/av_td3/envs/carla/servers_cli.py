@@ -24,11 +24,13 @@ from av_td3.envs.carla.supervisor import (
     docker_cleanup_command,
     launch_command,
     pid_alive,
+    server_ports,
+)
+from av_td3.envs.carla.supervisor_daemon import (
     policy_arguments,
     policy_argv,
     policy_from,
     read_state,
-    server_ports,
     start_detached,
     status_lines,
     stop_detached,
