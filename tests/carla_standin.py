@@ -509,6 +509,28 @@ class SensorData:
         self.__dict__.update(fields)
 
 
+#: What a released image's memory holds in the stand-in (the real client frees it; it is then reused).
+FREED_BYTE = 0xCD
+
+
+class Image(SensorData):
+    """A camera image whose ``raw_data`` dies with it, like ``carla.Image``'s: a memoryview into a
+    buffer the image owns, holding no reference to the image. When the image is released the buffer
+    is overwritten with ``FREED_BYTE`` (the real client frees it and the allocator reuses it), so a
+    numpy view kept past the image's life shows garbage here as it does with CARLA."""
+
+    def __init__(self, frame: int, timestamp: float, transform: Any, bgra: np.ndarray, **fields: Any):
+        super().__init__(frame, timestamp, transform, **fields)
+        self._buffer = bytearray(bgra.tobytes())
+
+    @property
+    def raw_data(self) -> memoryview:
+        return memoryview(self._buffer)
+
+    def __del__(self) -> None:
+        self._buffer[:] = bytes([FREED_BYTE]) * len(self._buffer)
+
+
 class ActorList(list):
     def filter(self, pattern: str) -> "ActorList":
         return ActorList(a for a in self if fnmatch.fnmatch(a.type_id, pattern))
@@ -521,23 +543,43 @@ class ActorList(list):
 # Traffic Manager, world, client, server
 # ------------------------------------------------------------------------------------------------
 class TrafficManager:
+    """A Traffic Manager. Like the real client's, it belongs to the client PROCESS (one per port, kept in
+    ``StandinServer.client_tms``, which survives ``restart()``) until ``shut_down()``; one created
+    before the server restarted is bound to the dead server: its calls fail with the real bind error."""
+
     def __init__(self, server: "StandinServer", port: int):
         self._server, self.port = server, port
+        self.epoch = server.epoch  # which server life it is bound to
         self.synchronous = False
         self.seed: int | None = None
         self.rng = np.random.default_rng(0)
+        self.is_shut_down = False
+
+    def _rpc(self) -> None:
+        self._server._rpc()
+        if self.is_shut_down or self.epoch != self._server.epoch:
+            raise RuntimeError("trying to create rpc server for traffic manager; but the system failed to "
+                               "create because of bind error.")
 
     def get_port(self) -> int:
         return self.port
 
     def set_synchronous_mode(self, mode_switch: bool = True) -> None:
-        self._server._rpc()
+        self._rpc()
         self.synchronous = bool(mode_switch)
 
     def set_random_device_seed(self, value: int) -> None:
-        self._server._rpc()
+        self._rpc()
         self.seed = int(value)
         self.rng = np.random.default_rng(self.seed)
+
+    def shut_down(self) -> None:
+        """Client side: releases the port's TM of this process (no server call, works when it is gone)."""
+        if not self.is_shut_down:
+            self.is_shut_down = True
+            self._server.tm_shutdowns += 1
+        if self._server.client_tms.get(self.port) is self:
+            del self._server.client_tms[self.port]
 
 
 class World:
@@ -626,8 +668,13 @@ class Client:
         return self._rpc()._load(map_name, reset_settings, self.timeout_s)
 
     def get_trafficmanager(self, client_connection: int = 8000) -> TrafficManager:
-        server = self._rpc()
-        return server.tms.setdefault(int(client_connection), TrafficManager(server, int(client_connection)))
+        server, port = self._rpc(), int(client_connection)
+        tm = server.client_tms.get(port)  # the process's TM of that port, even if bound to a dead server
+        if tm is None:
+            tm = server.client_tms[port] = TrafficManager(server, port)
+        if tm.epoch == server.epoch:
+            server.tms[port] = tm
+        return tm
 
     def apply_batch_sync(self, commands: list[Any], do_tick: bool = False) -> list[Response]:
         server = self._rpc()
@@ -688,6 +735,10 @@ class StandinServer:
         self.rpc_timeout_s = 0.0
         self.loads: list[tuple[str, float]] = []  # (map name, client time-out) of every load_world
         self.settings_history: list[tuple] = []  # settings_tuple of every apply_settings
+        self.epoch = 0  # server lives: restart() starts a new one
+        self.client_tms: dict[int, TrafficManager] = {}  # the client process's TM per port (see TrafficManager)
+        self.tm_shutdowns = 0
+        self.log: list[tuple[str, int]] = []  # ("spawn" | "destroy" | "tick", actor id or frame), in order
         self._reset_state(initial_map)
 
     def _reset_state(self, map_name: str) -> None:
@@ -727,6 +778,7 @@ class StandinServer:
 
     def restart(self, map_name: str = "Town10HD_Opt") -> None:
         self.up = True
+        self.epoch += 1
         self._reset_state(map_name)
 
     def inject_collision(self, actor_id: int) -> None:
@@ -743,7 +795,8 @@ class StandinServer:
         return [a for a in self.actors.values() if isinstance(a, Sensor)]
 
     def hero(self) -> Vehicle | None:
-        return next((v for v in self.vehicles() if v.attributes.get("role_name") == "hero"), None)
+        """The env's ego (role name ``av_td3_ego_<TM port>``)."""
+        return next((v for v in self.vehicles() if v.attributes.get("role_name", "").startswith("av_td3_ego_")), None)
 
     # --- internals -----------------------------------------------------------------------------------
     def _rpc(self) -> None:
@@ -778,6 +831,7 @@ class StandinServer:
             actor = Sensor(self, next(self._ids), blueprint, transform, parent)
         self.actors[actor.id] = actor
         self.spawned += 1
+        self.log.append(("spawn", actor.id))
         return actor
 
     def _destroy(self, actor_id: int) -> bool:
@@ -788,6 +842,7 @@ class StandinServer:
             self.destroyed_listening += 1
         actor.is_alive = False
         self.destroyed += 1
+        self.log.append(("destroy", int(actor_id)))
         return True
 
     def _set_autopilot(self, vehicle: Vehicle, enabled: bool, port: int) -> None:
@@ -795,7 +850,8 @@ class StandinServer:
             vehicle.autopilot_port = port
             lane, s, _ = self.map.project(vehicle._transform.location.x, vehicle._transform.location.y)
             vehicle._lane_state = (lane.index, s)
-            self.tms.setdefault(port, TrafficManager(self, port))
+            if port not in self.tms:
+                self.tms[port] = self.client_tms.setdefault(port, TrafficManager(self, port))
         else:
             vehicle.autopilot_port, vehicle._lane_state = None, None
 
@@ -830,6 +886,7 @@ class StandinServer:
         dt = float(self.settings.fixed_delta_seconds or 0.05)
         self.frame += 1
         self.ticks += 1
+        self.log.append(("tick", self.frame))
         for v in self.vehicles():
             if v.autopilot_port is not None:
                 tm = self.tms.get(v.autopilot_port)
@@ -892,8 +949,7 @@ class StandinServer:
             w, h = int(sensor.attributes["image_size_x"]), int(sensor.attributes["image_size_y"])
             img = np.ascontiguousarray(self.image_fn(frame, sensor), dtype=np.uint8)
             assert img.shape == (h, w, 4), (img.shape, (h, w, 4))
-            return [SensorData(frame, timestamp, tr, width=w, height=h, fov=float(sensor.attributes["fov"]),
-                               raw_data=img.tobytes())]
+            return [Image(frame, timestamp, tr, img, width=w, height=h, fov=float(sensor.attributes["fov"]))]
         pt = parent._transform
         others = [v for v in self.vehicles() if v.id != parent.id]
         if kind == "sensor.other.collision":
@@ -1012,3 +1068,95 @@ def ring_xodr(length_m: float = 120.0, width_m: float = 60.0, radius_m: float = 
         )
     return ('<?xml version="1.0" standalone="yes"?><OpenDRIVE><header revMajor="1" revMinor="4" name="ring" version="1"/>'
             + "".join(roads) + "</OpenDRIVE>")
+
+
+# ------------------------------------------------------------------------------------------------
+# A stand-in server PROCESS, for the supervisor's tests
+# ------------------------------------------------------------------------------------------------
+def _msgpack_uint(data: bytes, i: int) -> tuple[bytes, int]:
+    """The encoded msgpack unsigned int at ``data[i]`` (as bytes, to echo it) and the index after it."""
+    size = {0xCC: 2, 0xCD: 3, 0xCE: 5, 0xCF: 9}.get(data[i], 1)
+    return data[i:i + size], i + size
+
+
+def _answer_version_requests(conn: Any, state: dict) -> None:
+    """Answer the real client's ``get_server_version()`` (msgpack-rpc request ``[0, id, "version", args]``)
+    with ``[1, id, nil, Response("0.9.16")]``, CARLA's framing of a string result, until hung."""
+    import socket
+
+    conn.settimeout(0.2)
+    with conn:
+        while True:
+            try:
+                data = conn.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not data:
+                return
+            if state["hung"]:
+                continue  # hung: the port stays open, nothing answers
+            if len(data) < 3 or data[0] != 0x94 or data[1] != 0x00:
+                return
+            msgid, i = _msgpack_uint(data, 2)
+            method = data[i + 1:i + 1 + (data[i] & 0x1F)]
+            if method == b"version":
+                conn.sendall(b"\x94\x01" + msgid + b"\xc0\x91\x92\x01\xa6" + b"0.9.16")
+            else:
+                return  # the stand-in process only tells its version
+
+
+def serve_process(argv: list[str]) -> int:
+    """Run as a CARLA server process would: ``python carla_standin.py -carla-rpc-port=P [CARLA flags]``.
+
+    It answers the REAL ``carla.Client.get_server_version()`` on port P (nothing else). Test controls,
+    through the environment (the supervisor passes it on): ``STANDIN_CHILD=1`` also starts a child
+    process (like CarlaUE4.sh starts the engine) that sleeps until killed; ``STANDIN_PID_DIR``: write
+    ``<port>.<pid>.pid`` files for the server and its child there; ``STANDIN_EXIT_AFTER=S``: exit with
+    code 3 after S seconds; ``STANDIN_IGNORE_TERM=1``: ignore SIGTERM (only SIGKILL stops it).
+    Signals: SIGUSR1 hangs it (the port stays open, no answers), SIGUSR2 makes it exit with code 3.
+    """
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    port = next(int(a.split("=", 1)[1]) for a in argv if a.startswith("-carla-rpc-port="))
+    state = {"hung": False}
+    pid_dir = os.environ.get("STANDIN_PID_DIR")
+    child = None
+    if os.environ.get("STANDIN_CHILD") == "1":
+        child = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(1)"])
+    if pid_dir:
+        for pid in [os.getpid()] + ([child.pid] if child else []):
+            open(os.path.join(pid_dir, f"{port}.{pid}.pid"), "w").close()
+    if os.environ.get("STANDIN_IGNORE_TERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda *_: state.update(hung=True))
+    signal.signal(signal.SIGUSR2, lambda *_: os._exit(3))
+    exit_after = float(os.environ.get("STANDIN_EXIT_AFTER", "0") or 0)
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(16)
+    server.settimeout(0.1)
+    print(f"stand-in CARLA server on port {port}, pid {os.getpid()}", flush=True)
+    t0 = time.monotonic()
+    while True:
+        if exit_after and time.monotonic() - t0 > exit_after:
+            print("stand-in CARLA server: exiting (STANDIN_EXIT_AFTER)", flush=True)
+            os._exit(3)
+        try:
+            conn, _ = server.accept()
+        except socket.timeout:
+            continue
+        threading.Thread(target=_answer_version_requests, args=(conn, state), daemon=True).start()
+
+
+if __name__ == "__main__":
+    import sys as _sys
+
+    _sys.exit(serve_process(_sys.argv[1:]))

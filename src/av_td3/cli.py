@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     cmp_.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
+    _carla_servers_cli().add_parser(sub)
+
     rep = sub.add_parser("report", help="markdown report with learning curves for a run directory")
     rep.add_argument("run_dir", type=Path)
     return parser
@@ -108,17 +110,26 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", default=None, metavar="auto|PATH", help="continue a run from its checkpoint")
     p.add_argument("--save-buffer", action="store_true", default=None, help="checkpoint the replay buffer too")
     p.add_argument("--algo", choices=("td3", "ddpg"), default=None, help="algorithm.name (default td3)")
+    _carla_servers_cli().add_train_flag(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "train" and getattr(args, "carla_servers", None) is not None:  # servers for the run
+            return _carla_servers_cli().train_with_servers(args, cmd_train, resolve_train_config)
         return {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
-                "baseline": cmd_baseline,
+                "baseline": cmd_baseline, "carla-servers": _carla_servers_cli().cmd_carla_servers,
                 "report": cmd_report}[args.command](args)
     except _user_errors() as exc:
         print(f"av-td3: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _carla_servers_cli():
+    from av_td3.envs.carla import servers_cli
+
+    return servers_cli
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

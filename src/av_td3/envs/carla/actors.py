@@ -11,11 +11,87 @@ from __future__ import annotations
 
 import logging
 import math
+import secrets
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+
+#: Tells this process's actors from those of earlier processes (a fresh random token per process: pids
+#: repeat, e.g. in containers).
+PROCESS_TOKEN = secrets.token_hex(3)
+
+_KINDS = ("ego", "npc", "sensor")
+
+
+@dataclass(frozen=True)
+class RoleNames:
+    """The ``role_name`` attributes of one env's actors: ``av_td3_<kind>_<TM port>_<process token>``.
+
+    The TM port tells apart the envs that share a server (each needs its own TM port). The process
+    token tells this process's actors from those a crashed earlier process left behind with the same
+    config (``leftover_actors``), and keeps the envs of ONE process that share a server and TM port
+    (training and evaluation envs) from taking each other's actors for leftovers. Nobody else's actors
+    match. (The ego is not called CARLA's conventional ``hero`` for that reason; only large maps' tile
+    streaming and the TM's hybrid physics look for a ``hero``, and this env uses neither.)
+    """
+
+    tm_port: int
+    token: str = PROCESS_TOKEN
+
+    def _name(self, kind: str) -> str:
+        return f"av_td3_{kind}_{self.tm_port}_{self.token}"
+
+    @property
+    def ego(self) -> str:
+        return self._name("ego")
+
+    @property
+    def npc(self) -> str:
+        return self._name("npc")
+
+    @property
+    def sensor(self) -> str:
+        return self._name("sensor")
+
+    def is_leftover(self, role_name: object) -> bool:
+        """An actor of this env's TM port spawned by ANOTHER process (crashed, or it would not be here)."""
+        if not isinstance(role_name, str):
+            return False
+        for kind in _KINDS:
+            prefix = f"av_td3_{kind}_{self.tm_port}_"
+            if role_name.startswith(prefix):
+                return role_name[len(prefix):] != self.token
+        return False
+
+
+def set_role_name(blueprint: Any, role_name: str) -> Any:
+    if blueprint.has_attribute("role_name"):
+        blueprint.set_attribute("role_name", role_name)
+    return blueprint
+
+
+def leftover_actors(world: Any, roles: RoleNames) -> list[tuple[int, str]]:
+    """``(id, type_id)`` of the actors in ``world`` that an earlier process of this env left behind
+    (``RoleNames.is_leftover``)."""
+    out = []
+    for actor in world.get_actors():
+        role = dict(getattr(actor, "attributes", {}) or {}).get("role_name")
+        if roles.is_leftover(role):
+            out.append((int(actor.id), str(actor.type_id)))
+    return out
+
+
+def destroy_ids(client: Any, api: Any, items: Sequence[tuple[int, str]]) -> int:
+    """Destroy ``(id, type_id)`` actors in one batch, sensors first; returns how many the server destroyed."""
+    if not items:
+        return 0
+    ordered = sorted(items, key=lambda item: not item[1].startswith("sensor."))
+    responses = client.apply_batch_sync([api.command.DestroyActor(i) for i, _ in ordered], False)
+    return sum(1 for r in responses if not r.has_error())
 
 
 class ActorBook:
@@ -60,22 +136,15 @@ class ActorBook:
         if world is not None:
             alive = {int(a.id): str(a.type_id) for a in world.get_actors([i for i, _ in items])}
             items = [(i, t) for i, t in items if alive.get(i) == t]
-        items.sort(key=lambda item: not item[1].startswith("sensor."))  # stable: sensors first, else spawn order
-        destroyed = 0
-        if items:
-            responses = client.apply_batch_sync([api.command.DestroyActor(i) for i, _ in items], False)
-            destroyed = sum(1 for r in responses if not r.has_error())
-            # "not found" means already gone (e.g. killed with its parent): nothing leaks either way.
+        # sensors first (stable: else spawn order); "not found" means already gone (e.g. with its parent)
+        destroyed = destroy_ids(client, api, items)
         for actor_id in list(self._actors):
             self.discard(actor_id)
         return destroyed
 
 
 def pick_blueprint(library: Any, blueprint_id: str, role_name: str) -> Any:
-    bp = library.find(blueprint_id)
-    if bp.has_attribute("role_name"):
-        bp.set_attribute("role_name", role_name)
-    return bp
+    return set_role_name(library.find(blueprint_id), role_name)
 
 
 def spawn_ego(world: Any, book: ActorBook, blueprint: Any, candidates: Sequence[Any]) -> tuple[Any, Any]:
@@ -126,6 +195,7 @@ def spawn_npcs(
     rng: np.random.Generator,
     tm_port: int,
     rounds: int = 3,
+    role_name: str = "autopilot",
 ) -> list[int]:
     """Spawn up to ``count`` NPCs on autopilot (Traffic Manager on ``tm_port``), in batches.
 
@@ -143,8 +213,7 @@ def spawn_npcs(
         batch, types = [], []
         for k in chosen:
             bp = blueprints[int(rng.integers(len(blueprints)))]
-            if bp.has_attribute("role_name"):
-                bp.set_attribute("role_name", "autopilot")
+            set_role_name(bp, role_name)
             batch.append(
                 api.command.SpawnActor(bp, spawn_points[k]).then(
                     api.command.SetAutopilot(api.command.FutureActor, True, tm_port)

@@ -50,12 +50,23 @@ class CarlaConfig(BaseModel):
     npc_min_distance_m: float = Field(20.0, ge=0, description="No NPC spawns closer than this to the ego, m.")
 
     # --- sensors (sensors.py) ------------------------------------------------------------------
-    camera_width: int = Field(256, ge=16, le=4096, description="RGB camera width, pixels.")
-    camera_height: int = Field(144, ge=16, le=4096, description="RGB camera height, pixels.")
-    camera_fov_deg: float = Field(90.0, gt=0, lt=180)
-    camera_x_m: float = Field(1.6, description="Front camera position ahead of the ego origin, m.")
-    camera_z_m: float = Field(1.5, description="Front camera height above the ego origin, m.")
-    bev_height_m: float = Field(30.0, gt=0, description="Height of the top-down camera (env.camera.view=bev), m.")
+    # (camera.py: the defaults give the town's geometry; a policy trained in the town sees the same picture)
+    camera_width: int | None = Field(
+        None, ge=16, le=4096,
+        description="RGB camera width, pixels; None = 2 x env.image_width. Must keep the image's aspect ratio.",
+    )
+    camera_height: int | None = Field(
+        None, ge=16, le=4096,
+        description="RGB camera height, pixels; None = 2 x env.image_height. Must keep the image's aspect ratio.",
+    )
+    camera_fov_deg: float = Field(90.0, gt=0, lt=180, description="Front camera horizontal FOV (the town's: 90), deg.")
+    camera_x_m: float = Field(1.6, description="Front camera position ahead of the ego origin (the town's: 1.6), m.")
+    camera_z_m: float = Field(1.5, description="Front camera height above the ego origin (the town's: 1.5), m.")
+    bev_height_m: float = Field(
+        30.0, gt=0,
+        description="Height of the top-down camera (env.camera.view=bev), m; its FOV is set so that it covers "
+        "the town's 10 m behind to 30 m ahead.",
+    )
     obstacle_distance_m: float = Field(30.0, gt=0, le=200, description="Obstacle sensor range, m.")
 
     # --- routes (route_planner.py) -------------------------------------------------------------

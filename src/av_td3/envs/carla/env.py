@@ -35,7 +35,17 @@ import gymnasium as gym
 import numpy as np
 
 from av_td3.config import Config
-from av_td3.envs.carla.actors import ActorBook, far_spawn_points, npc_blueprints, pick_blueprint, spawn_ego, spawn_npcs
+from av_td3.envs.carla.actors import (
+    ActorBook,
+    RoleNames,
+    destroy_ids,
+    far_spawn_points,
+    leftover_actors,
+    npc_blueprints,
+    pick_blueprint,
+    spawn_ego,
+    spawn_npcs,
+)
 from av_td3.envs.carla.connection import (
     DOCKER_COMMAND,
     ClientFactory,
@@ -48,8 +58,10 @@ from av_td3.envs.carla.connection import (
 from av_td3.envs.carla.errors import CarlaConnectionError, CarlaUnavailableError
 from av_td3.envs.carla.frames import ego_state, xy_to_route_frame
 from av_td3.envs.carla.route_planner import PlannedRoute, RoutePlanner
-from av_td3.envs.carla.sensors import CameraSpec, SensorSuite
-from av_td3.envs.carla.world import SyncWorld, restore_settings, tm_port_for
+from av_td3.envs.carla.camera import CameraSpec, camera_spec
+from av_td3.envs.carla.sensors import SensorSuite
+from av_td3.envs.carla import world as shared_world
+from av_td3.envs.carla.world import SyncWorld, restore_settings, shut_down_tm, tm_port_for
 from av_td3.envs.contract import (
     SCENARIO_NPCS,
     STEP_SECONDS,
@@ -142,6 +154,8 @@ class CarlaEnv(gym.Env):
         self.host = host if host is not None else cfg.carla.host
         self.port = int(port) if port is not None else cfg.carla.port + self.env_index * cfg.carla.port_step
         self.tm_port = tm_port_for(self.port, self.env_index, cfg.carla.tm_port)
+        self.roles = RoleNames(self.tm_port)
+        self._share_key = (self.host, self.port, self.tm_port)  # see world.hold / release
         self.render_mode = render_mode
         self._factory = client_factory or real_client_factory
         self._api = carla_module or getattr(client_factory, "carla_module", None) or import_carla()
@@ -234,7 +248,7 @@ class CarlaEnv(gym.Env):
             gray = self._sensors.wait_image(frame, self.carla_cfg.timeout_s)
             transform, velocity = self._ego.get_transform(), self._ego.get_velocity()
             state = ego_state(transform, velocity)
-            events = self._step_events(transform, state.speed_mps)
+            events = self._step_events(transform, state.speed_mps, frame)
         except RuntimeError as exc:
             return self._fault(exc)
         vector, reward, terminated, truncated, info = self.task.step(state, action, events)
@@ -247,17 +261,21 @@ class CarlaEnv(gym.Env):
             return None
         rgb = self._sensors.last_rgb() if self._sensors is not None else None
         if rgb is None:
-            return np.zeros((self.carla_cfg.camera_height, self.carla_cfg.camera_width, 3), dtype=np.uint8)
+            h, w = (self._camera.height, self._camera.width) if self._camera else (self.env_cfg.image_height,
+                                                                                  self.env_cfg.image_width)
+            return np.zeros((h, w, 3), dtype=np.uint8)
         return rgb
 
     def close(self) -> None:
-        """Destroy every actor this env spawned and restore the world's original settings (best effort)."""
+        """Destroy every actor this env spawned; the last env of this process on this server and TM port
+        also restores the world's original settings and shuts the TM down (best effort)."""
         if self._session is not None:
             try:
                 self._end_episode(tick=False)
             except RuntimeError as exc:
                 logger.warning("CARLA: cleanup on close failed: %s", exc)
-            self._session.restore()
+            if shared_world.release(self._share_key, self):
+                self._session.restore()
             self._session = None
         elif len(self.actors) or self._original_settings is not None:
             self._cleanup_after_fault()
@@ -277,25 +295,33 @@ class CarlaEnv(gym.Env):
                                           self._sleep)
         else:
             client = connect(self._factory, self.host, self.port, c.timeout_s)
+        originals = self._original_settings or shared_world.shared_originals(self._share_key)
         session = SyncWorld.open(
             client, town=c.town, tm_port=self.tm_port, seed=self._tm_seed, no_rendering=c.no_rendering,
-            timeout_s=c.timeout_s, load_timeout_s=c.load_timeout_s, original_settings=self._original_settings,
+            timeout_s=c.timeout_s, load_timeout_s=c.load_timeout_s, original_settings=originals,
         )
         self._original_settings = session.original_settings
         try:
+            destroyed = 0
             if len(self.actors):  # left behind by a faulted connection
-                n = self.actors.destroy_all(client, self._api, world=session.world)
-                logger.info("CARLA: destroyed %d actors left by the previous connection", n)
+                destroyed += self.actors.destroy_all(client, self._api, world=session.world)
+            # ... and by an earlier process of this env that crashed (recognised by their role names)
+            destroyed += destroy_ids(client, self._api, leftover_actors(session.world, self.roles))
+            if destroyed:
+                logger.info("CARLA: destroyed %d actors left by an earlier connection", destroyed)
+                session.tick()  # the server removes them before anything spawns at the same spots
             name = str(session.map.name)
             if name not in self._planners:
                 self._planners[name] = RoutePlanner(session.map, self.env_cfg.waypoint_spacing_m)
             library = session.world.get_blueprint_library()
-            self._ego_bp = pick_blueprint(library, c.ego_blueprint, "hero")
+            self._ego_bp = pick_blueprint(library, c.ego_blueprint, self.roles.ego)
             self._npc_bps = npc_blueprints(library, c.npc_filter)
             self._spawn_points = session.map.get_spawn_points()
         except Exception:
-            session.restore()  # a synchronous world nobody ticks would freeze the server for everyone
+            if shared_world.shared_originals(self._share_key) is None:  # no other env of ours uses it
+                session.restore()  # a synchronous world nobody ticks would freeze the server for everyone
             raise
+        shared_world.hold(self._share_key, self, self._original_settings)
         self._faulted = False
         return session
 
@@ -320,17 +346,17 @@ class CarlaEnv(gym.Env):
         self._sensors = SensorSuite(  # records each sensor in self.actors as it spawns
             s.world, self._api, self._ego, self._camera,
             (self.env_cfg.image_height, self.env_cfg.image_width), c.obstacle_distance_m,
-            obstacle_x_m=float(bb.location.x + bb.extent.x), book=self.actors,
+            obstacle_x_m=float(bb.location.x + bb.extent.x), book=self.actors, role_name=self.roles.sensor,
         )
         npc_points = far_spawn_points(self._spawn_points, ego_at.location, c.npc_min_distance_m)
         self.npc_ids = spawn_npcs(s.client, self._api, self.actors, self._npc_bps, npc_points, self.npc_count,
-                                  self.np_random, s.tm_port)
+                                  self.np_random, s.tm_port, role_name=self.roles.npc)
 
         frame = s.tick()
         gray = self._sensors.wait_image(frame, c.timeout_s)
         transform = self._ego.get_transform()
         state = ego_state(transform, self._ego.get_velocity())
-        events = self._step_events(transform, state.speed_mps)
+        events = self._step_events(transform, state.speed_mps, frame, episode_start=True)
         # the ego settling onto the road is not a collision or lane invasion of the episode
         events = StepEvents(off_road=events.off_road, obstacle_distance_m=events.obstacle_distance_m, ttc_s=events.ttc_s)
         vector, info = self.task.reset(self.route, state, events)
@@ -349,10 +375,14 @@ class CarlaEnv(gym.Env):
             self._session.tick()  # the server drops them before anything respawns at the same spots
 
     def _drop_session(self) -> None:
-        """Forget a connection that failed; its actors stay in the book for the next one to destroy."""
+        """Forget a connection that failed; its actors stay in the book for the next one to destroy. Its
+        Traffic Manager is shut down: else the reconnect would get it back (one TM per port and process)."""
         if self._sensors is not None:
             self._sensors.stop()
             self._sensors = None
+        if self._session is not None:
+            shared_world.release(self._share_key, self)
+            shut_down_tm(self._session.tm)  # stale for every env of the process: they reconnect to a fresh one
         self._ego = None
         self._session = None
 
@@ -376,7 +406,9 @@ class CarlaEnv(gym.Env):
             world = client.get_world()
             self.actors.destroy_all(client, self._api, world=world)
             if self._original_settings is not None:
-                restore_settings(world, client.get_trafficmanager(self.tm_port), self._original_settings)
+                tm = client.get_trafficmanager(self.tm_port)
+                restore_settings(world, tm, self._original_settings)
+                shut_down_tm(tm)
         except RuntimeError as exc:
             logger.warning("CARLA: could not clean up after the fault (%s); %d actors may remain", exc, len(self.actors))
 
@@ -384,13 +416,10 @@ class CarlaEnv(gym.Env):
     # helpers
     # ------------------------------------------------------------------------------------------------
     def _camera_spec(self) -> CameraSpec | None:
-        c = self.carla_cfg
-        if c.no_rendering:
+        """The town's camera geometry in CARLA (``camera.py``); None without rendering."""
+        if self.carla_cfg.no_rendering:
             return None  # GPU sensors deliver nothing without rendering: frames stay black
-        if self.env_cfg.camera.view == "bev":
-            return CameraSpec(c.camera_width, c.camera_height, c.camera_fov_deg, 0.0, c.bev_height_m, -90.0)
-        return CameraSpec(c.camera_width, c.camera_height, c.camera_fov_deg, c.camera_x_m, c.camera_z_m,
-                          self.env_cfg.camera.pitch_deg)
+        return camera_spec(self.env_cfg, self.carla_cfg)
 
     def _route_transform(self, planned: PlannedRoute, k: int) -> Any:
         """Transform at route point ``k`` heading along the route (CARLA frame), lifted above the road
@@ -404,8 +433,9 @@ class CarlaEnv(gym.Env):
             api.Rotation(yaw=math.degrees(math.atan2(y1 - y0, x1 - x0))),
         )
 
-    def _step_events(self, transform: Any, speed_mps: float) -> StepEvents:
-        ev = self._sensors.pop_events()
+    def _step_events(self, transform: Any, speed_mps: float, frame: int, episode_start: bool = False) -> StepEvents:
+        """Events of simulation frame ``frame`` (matched by ``event.frame``) and the off-road test."""
+        ev = self._sensors.start_episode(frame) if episode_start else self._sensors.pop_events(frame)
         off_road = self._session.map.get_waypoint(
             transform.location, project_to_road=False, lane_type=self._api.LaneType.Driving
         ) is None

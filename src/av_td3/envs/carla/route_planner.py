@@ -5,9 +5,13 @@ its own graph:
 
 * ``Map.get_topology()`` returns pairs ``(entry, exit)`` of waypoints: a lane (section) starting at
   ``entry`` that leads to the lane starting at ``exit``. Nodes are those lane-start waypoints,
-  identified by ``Waypoint.id`` (a hash of road, section, lane and s, so the exit of one pair and
-  the entry of the next are the same node). Each edge carries the lane's centre line sampled every
+  merged by LOCATION (within ``NODE_MERGE_M``), as CARLA's own ``GlobalRoutePlanner`` does: on the
+  real Town01 one exit (road 273, lane 1, a junction connector lying on top of road 257's) has a
+  ``Waypoint.id`` that no pair's entry has, although road 257's entry starts at the same point, so
+  ids alone would leave it a dead end. Each edge carries the lane's centre line sampled every
   ``sample_m`` metres by walking ``Waypoint.next()``, and its length.
+* A lane that is only some pair's exit (a true dead end) is traced to the end of ITS lane (road and
+  lane id unchanged), never on into whatever ``next()`` leads to.
 * Routes are shortest paths (Dijkstra on length) between the edge a start position lies on and the
   edge a goal lies on, then resampled every ``spacing_m`` metres (``route.resample_polyline``).
 
@@ -27,15 +31,21 @@ import numpy as np
 
 from av_td3.envs.route import resample_polyline
 
+#: Lane-start waypoints closer than this are one graph node, m (lanes that start at one point are
+#: successors of the same lanes; distinct lanes' starts are a lane width, >= 2.5 m, apart).
+NODE_MERGE_M = 0.5
+
 
 @dataclass
 class Edge:
-    """One lane traversal ``entry -> exit``; ``points`` is its centre line ``(K, 2)`` (x, y), m."""
+    """One lane traversal ``entry -> exit`` (graph nodes); ``points`` is its centre line ``(K, 2)``
+    (x, y), m; ``lane`` the ``(road_id, lane_id)`` it starts on."""
 
     entry: int
     exit: int
     points: np.ndarray
     length_m: float
+    lane: tuple[int, int] = (0, 0)
 
 
 @dataclass
@@ -62,8 +72,13 @@ def _xy(waypoint: Any) -> tuple[float, float]:
     return float(loc.x), float(loc.y)
 
 
+def _lane_key(waypoint: Any) -> tuple[int, int]:
+    return int(getattr(waypoint, "road_id", 0)), int(getattr(waypoint, "lane_id", 0))
+
+
 def walk_lane(entry: Any, exit: Any | None, sample_m: float, max_length_m: float = 2000.0) -> list[Any]:
-    """Waypoints from ``entry`` along its lane every ``sample_m`` m until ``exit`` (or the lane's end).
+    """Waypoints from ``entry`` along its lane every ``sample_m`` m until ``exit``, or, when ``exit`` is
+    None, until the end of ``entry``'s own lane (same road and lane id).
 
     At a fork ``next()`` returns several candidates; the one nearest ``exit`` is followed.
     """
@@ -74,6 +89,8 @@ def walk_lane(entry: Any, exit: Any | None, sample_m: float, max_length_m: float
         if ex is not None and math.dist(_xy(w), ex) <= sample_m * 1.01:
             break
         candidates = w.next(sample_m)
+        if ex is None:  # a dead end: its own lane only
+            candidates = [c for c in candidates if _lane_key(c) == _lane_key(entry)]
         if not candidates:
             break
         w = min(candidates, key=lambda c: math.dist(_xy(c), ex)) if ex is not None else candidates[0]
@@ -95,7 +112,8 @@ class RoutePlanner:
     def __init__(self, carla_map: Any, spacing_m: float, sample_m: float = 1.0):
         self.spacing_m = float(spacing_m)
         self.sample_m = float(sample_m)
-        self.nodes: dict[int, int] = {}
+        self.nodes: dict[int, int] = {}  # Waypoint.id -> node
+        self._node_xyz: list[tuple[float, float, float]] = []  # node -> location, m
         self.edges: list[Edge] = []
         self._build(carla_map.get_topology())
         # flat index of every traced point, for locating positions on the graph
@@ -109,13 +127,24 @@ class RoutePlanner:
             heads.append(np.arctan2(d[:, 1], d[:, 0]))
         self._heading = np.concatenate(heads)
         self._dijkstra_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._out: list[list[int]] = [[] for _ in self.nodes]
+        self._out: list[list[int]] = [[] for _ in self._node_xyz]
         for i, e in enumerate(self.edges):
             self._out[e.entry].append(i)
 
     # --- graph -------------------------------------------------------------------------------------
     def _node(self, waypoint: Any) -> int:
-        return self.nodes.setdefault(int(waypoint.id), len(self.nodes))
+        """Graph node of a lane-start waypoint: by id, else an existing node within ``NODE_MERGE_M``."""
+        wid = int(waypoint.id)
+        if wid in self.nodes:
+            return self.nodes[wid]
+        loc = waypoint.transform.location
+        xyz = (float(loc.x), float(loc.y), float(getattr(loc, "z", 0.0)))
+        node = next((k for k, p in enumerate(self._node_xyz) if math.dist(p, xyz) <= NODE_MERGE_M), None)
+        if node is None:
+            node = len(self._node_xyz)
+            self._node_xyz.append(xyz)
+        self.nodes[wid] = node
+        return node
 
     def _add_edge(self, entry: Any, exit: Any | None) -> None:
         wps = walk_lane(entry, exit, self.sample_m)
@@ -124,21 +153,23 @@ class RoutePlanner:
         pts = np.array([_xy(w) for w in wps], dtype=np.float64)
         end = exit if exit is not None else wps[-1]
         self.edges.append(
-            Edge(self._node(entry), self._node(end), pts, polyline_length(pts))
+            Edge(self._node(entry), self._node(end), pts, polyline_length(pts), _lane_key(entry))
         )
 
     def _build(self, topology: Sequence[tuple[Any, Any]]) -> None:
         if not topology:
             raise ValueError("the map has an empty topology (no drivable lanes)")
-        entries, exits = set(), {}
+        for entry, _ in topology:  # entries first: an exit at an entry's location joins that node
+            self._node(entry)
+        entries = {self._node(entry) for entry, _ in topology}
+        exits = {}
         for entry, exit in topology:
             self._add_edge(entry, exit)
-            entries.add(int(entry.id))
-            exits[int(exit.id)] = exit
-        # A lane without successors may appear only as some pair's exit: trace it to its end, so that
-        # routes can finish on it.
-        for wid, w in exits.items():
-            if wid not in entries:
+            exits.setdefault(self._node(exit), exit)
+        # A lane without successors may appear only as some pair's exit: trace it to the end of its
+        # lane, so that routes can finish on it.
+        for node, w in exits.items():
+            if node not in entries:
                 self._add_edge(w, None)
 
     def _dijkstra(self, source: int) -> tuple[np.ndarray, np.ndarray]:
@@ -148,8 +179,8 @@ class RoutePlanner:
         """
         if source in self._dijkstra_cache:
             return self._dijkstra_cache[source]
-        dist = np.full(len(self.nodes), np.inf)
-        via = np.full(len(self.nodes), -1)
+        dist = np.full(len(self._node_xyz), np.inf)
+        via = np.full(len(self._node_xyz), -1)
         dist[source] = 0.0
         heap = [(0.0, source)]
         while heap:

@@ -4,7 +4,17 @@ lane invasion and obstacle events.
 CARLA delivers sensor data on its own threads through ``sensor.listen(callback)``. The callbacks here
 only store what arrived (under a lock); the env's thread turns it into observations after each tick:
 ``wait_image(frame)`` blocks until the camera image of that simulation frame arrived, and
-``pop_events()`` returns (and clears) the events since the previous call.
+``pop_events(frame)`` returns the events of the simulation frames up to ``frame``.
+
+Events are matched by ``event.frame``, not by when they arrive: an event of a later frame waits for
+its step, and events of the frames before ``start_episode(frame)`` (the ego settling onto the road
+during the reset's tick) are dropped even when they arrive late. An event of an earlier step of the
+episode that arrives only after that step returned is counted in the next step (late, not lost) and
+logged.
+
+Memory: ``carla.Image.raw_data`` is a memoryview into the image's buffer that holds no reference to
+the image; once the ``carla.Image`` is released the memory is freed and reused. Everything that
+outlives the callback's image (``last_bgra`` for ``render()``) is therefore a copy.
 
 Frames: the camera is mounted in the ego frame (x forward, y right, z up, metres; CARLA convention).
 
@@ -18,6 +28,7 @@ client).
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import queue
 import threading
@@ -27,7 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from av_td3.envs.carla.actors import ActorBook
+from av_td3.envs.carla.actors import ActorBook, set_role_name
+from av_td3.envs.carla.camera import CameraSpec
+
+logger = logging.getLogger(__name__)
 
 #: ITU-R BT.601 luma weights in CARLA's BGRA byte order (B, G, R).
 _LUMA_BGR = np.array([0.114, 0.587, 0.299], dtype=np.float32)
@@ -87,7 +101,11 @@ class GrayscaleResizer:
 
 
 def image_to_bgra(image: Any) -> np.ndarray:
-    """``carla.Image`` (raw_data: BGRA bytes, row-major) -> ``(height, width, 4)`` uint8 view."""
+    """``carla.Image`` (raw_data: BGRA bytes, row-major) -> ``(height, width, 4)`` uint8 VIEW.
+
+    The view is valid only while ``image`` is alive (``raw_data`` does not keep the image alive):
+    copy what must outlive it.
+    """
     return np.frombuffer(image.raw_data, dtype=np.uint8).reshape(int(image.height), int(image.width), 4)
 
 
@@ -109,17 +127,14 @@ class SensorEvents:
     obstacle_distance_m: float = math.inf
     obstacle_actor: Any = None
 
-
-@dataclass(frozen=True)
-class CameraSpec:
-    """Camera blueprint attributes and mount (ego frame: x forward, z up, metres; pitch degrees)."""
-
-    width: int = 256
-    height: int = 144
-    fov_deg: float = 90.0
-    x_m: float = 1.6
-    z_m: float = 1.5
-    pitch_deg: float = 0.0
+    def merge(self, other: "SensorEvents") -> None:
+        """Add ``other`` (a later frame's events) to these: any collision / invasion, the nearest obstacle."""
+        if other.collision and not self.collision:
+            self.collision_with = other.collision_with
+        self.collision = self.collision or other.collision
+        self.lane_invasion = self.lane_invasion or other.lane_invasion
+        if other.obstacle_distance_m < self.obstacle_distance_m:
+            self.obstacle_distance_m, self.obstacle_actor = other.obstacle_distance_m, other.obstacle_actor
 
 
 class SensorSuite:
@@ -136,6 +151,7 @@ class SensorSuite:
             reported distance is a bumper-to-obstacle gap like ``task.StepEvents.obstacle_distance_m``.
         book: the env's actor account; every sensor is added the moment the server returns it, so the
             env's batch destroys it even when the suite is only half built (spawning failed part way).
+        role_name: ``role_name`` attribute of every sensor (the env's ``RoleNames.sensor``).
     """
 
     def __init__(
@@ -149,15 +165,20 @@ class SensorSuite:
         obstacle_x_m: float = 2.4,
         *,
         book: ActorBook,
+        role_name: str = "",
     ):
         self._lock = threading.Lock()
         self._images: "queue.Queue[Any]" = queue.Queue()
-        self._events = SensorEvents()
+        self._events: dict[int, SensorEvents] = {}  # simulation frame -> its events, not yet popped
+        self._floor_frame = -1  # events of this frame and earlier are dropped (see start_episode)
+        self._popped_frame = -1  # the last frame whose events were popped
+        self.late_events = 0  # events that arrived after their step had returned (counted one step late)
         self.sensors: list[Any] = []
         self.out_hw = tuple(out_hw)
         self.camera_spec = camera
         self.last_bgra: np.ndarray | None = None
         self._book = book
+        self._role_name = role_name
         self._resize = GrayscaleResizer((camera.height, camera.width), out_hw) if camera else None
         library = world.get_blueprint_library()
         try:
@@ -182,6 +203,8 @@ class SensorSuite:
 
     # --- construction / destruction -------------------------------------------------------------
     def _attach(self, world: Any, bp: Any, transform: Any, ego: Any, callback: Any) -> None:
+        if self._role_name:
+            set_role_name(bp, self._role_name)
         sensor = world.spawn_actor(bp, transform, attach_to=ego)
         self._book.add(sensor.id, sensor.type_id)
         self.sensors.append(sensor)
@@ -197,38 +220,59 @@ class SensorSuite:
                 pass
 
     # --- callbacks (CARLA's threads) -------------------------------------------------------------
+    def _frame_events(self, event: Any) -> SensorEvents | None:
+        """The (lock-held) record of ``event.frame``; None when that frame is before the episode."""
+        frame = int(event.frame)
+        if frame <= self._floor_frame:
+            return None
+        if frame <= self._popped_frame:
+            self.late_events += 1
+            logger.debug("CARLA: %s of frame %d arrived after its step; counted in the next step",
+                         type(event).__name__, frame)
+        return self._events.setdefault(frame, SensorEvents())
+
     def _on_collision(self, event: Any) -> None:
         with self._lock:
-            if not self._events.collision:
+            rec = self._frame_events(event)
+            if rec is None:
+                return
+            if not rec.collision:
                 other = getattr(event, "other_actor", None)
-                self._events.collision_with = str(getattr(other, "type_id", "")) if other is not None else ""
-            self._events.collision = True
+                rec.collision_with = str(getattr(other, "type_id", "")) if other is not None else ""
+            rec.collision = True
 
     def _on_lane_invasion(self, event: Any) -> None:
         with self._lock:
-            self._events.lane_invasion = True
+            rec = self._frame_events(event)
+            if rec is not None:
+                rec.lane_invasion = True
 
     def _on_obstacle(self, event: Any) -> None:
         with self._lock:
+            rec = self._frame_events(event)
             d = float(event.distance)
-            if d < self._events.obstacle_distance_m:
-                self._events.obstacle_distance_m = d
-                self._events.obstacle_actor = event.other_actor
+            if rec is not None and d < rec.obstacle_distance_m:
+                rec.obstacle_distance_m = d
+                rec.obstacle_actor = event.other_actor
 
     # --- observation managers (env thread) -------------------------------------------------------
-    def pop_events(self) -> SensorEvents:
+    def start_episode(self, frame: int) -> SensorEvents:
+        """The episode starts after simulation frame ``frame`` (the reset's tick): returns that frame's
+        events (for the obstacle ahead) and from now on drops every event of ``frame`` and earlier,
+        also those that arrive later (the ego settling onto the road is no collision of the episode)."""
+        events = self.pop_events(frame)
         with self._lock:
-            events, self._events = self._events, SensorEvents()
+            self._floor_frame = max(self._floor_frame, int(frame))
         return events
 
-    def clear(self) -> None:
-        """Forget events and queued images (after spawning: the ego settling is not a collision)."""
-        self.pop_events()
-        while True:
-            try:
-                self._images.get_nowait()
-            except queue.Empty:
-                break
+    def pop_events(self, frame: int) -> SensorEvents:
+        """Events of the simulation frames up to ``frame`` not popped yet, merged; later frames' stay."""
+        out = SensorEvents()
+        with self._lock:
+            for f in sorted(k for k in self._events if k <= frame):
+                out.merge(self._events.pop(f))
+            self._popped_frame = max(self._popped_frame, int(frame))
+        return out
 
     def wait_image(self, frame: int, timeout_s: float) -> np.ndarray:
         """Grayscale ``(H, W)`` uint8 frame of simulation frame ``frame`` (black without a camera).
@@ -246,7 +290,8 @@ class SensorSuite:
             except queue.Empty:
                 raise RuntimeError(f"camera image of frame {frame} did not arrive within {timeout_s:g} s") from None
             if int(image.frame) >= frame:  # older images were for frames already consumed
-                self.last_bgra = image_to_bgra(image)
+                # a copy: raw_data's memory is freed with the image, and render() reads this later
+                self.last_bgra = image_to_bgra(image).copy()
                 return self._resize(self.last_bgra)
 
     def last_rgb(self) -> np.ndarray | None:

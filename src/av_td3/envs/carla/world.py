@@ -4,17 +4,64 @@ The env drives the server in synchronous mode with a fixed step of ``contract.ST
 20 Hz): the server advances exactly one step per ``tick()``, so one env step is one simulated step
 whatever the machine's speed. The Traffic Manager must run synchronously too (else NPCs are
 computed against stale frames) and is seeded for repeatable traffic.
+
+Stale state (CARLA issues #2789, #3581, #5111): the client keeps one Traffic Manager per port for the
+whole process, so a reconnect that asks for the same port again gets the old one, still bound to the
+dead connection (hangs, "bind error"). The TM is therefore ``shut_down()`` on close and whenever its
+connection is dropped. And a world found synchronous was left so by a client that crashed (nobody
+ticks it): those settings are never taken as the "original" ones restored on close.
+
+Sharing: envs of ONE process may use the same server and TM port (the trainer's training and
+evaluation envs). They share the world's settings and the process's TM of that port, so the settings
+found by the first are the originals of all (``shared_originals``), and only the LAST one to close
+restores them and shuts the TM down (``hold`` / ``release``).
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Hashable
 
 from av_td3.envs.contract import STEP_SECONDS
 
 logger = logging.getLogger(__name__)
+
+
+#: Per (host, port, TM port): (the envs of this process holding a session there, their original
+#: settings). Weak: an env dropped without close() stops counting once it is garbage.
+_shared: dict[Hashable, tuple[weakref.WeakSet, Any]] = {}
+
+
+def _holders(key: Hashable) -> weakref.WeakSet | None:
+    entry = _shared.get(key)
+    if entry is not None and not len(entry[0]):
+        del _shared[key]
+        return None
+    return entry[0] if entry else None
+
+
+def shared_originals(key: Hashable) -> Any:
+    """The original settings found by the first env of this process still holding ``key``, or None."""
+    return _shared[key][1] if _holders(key) is not None else None
+
+
+def hold(key: Hashable, env: Any, original_settings: Any) -> None:
+    """``env`` (of this process) opened a session on ``key`` = (host, port, TM port)."""
+    if _holders(key) is None:
+        _shared[key] = (weakref.WeakSet(), original_settings)
+    _shared[key][0].add(env)
+
+
+def release(key: Hashable, env: Any) -> bool:
+    """``env``'s session on ``key`` ended; True when no other env of this process holds one there (then
+    the settings are restored and the TM shut down)."""
+    holders = _holders(key)
+    if holders is None:
+        return True
+    holders.discard(env)
+    return _holders(key) is None
 
 
 def map_basename(name: str) -> str:
@@ -75,6 +122,11 @@ class SyncWorld:
         world = client.get_world()
         if original_settings is None:
             original_settings = world.get_settings()
+            if original_settings.synchronous_mode:
+                # left synchronous by a client that is gone: restoring that would freeze the server
+                logger.warning("CARLA: the world was left in synchronous mode by another client; close() will "
+                               "restore asynchronous mode")
+                original_settings.synchronous_mode = False
         cmap = world.get_map()  # the client downloads the whole OpenDRIVE map: fetch it once
         if map_basename(cmap.name) != town:
             current = world.get_settings()
@@ -109,8 +161,21 @@ class SyncWorld:
         self.tm.set_random_device_seed(int(seed))
 
     def restore(self) -> None:
-        """Put the TM back to asynchronous mode and the world back to its original settings (best effort)."""
+        """Put the TM back to asynchronous mode and the world back to its original settings, then shut the
+        TM down (best effort)."""
         restore_settings(self.world, self.tm, self.original_settings)
+        shut_down_tm(self.tm)
+
+
+def shut_down_tm(tm: Any) -> None:
+    """Release the process's Traffic Manager on its port, so that the next ``get_trafficmanager`` of that
+    port builds a fresh one (best effort: failures are logged)."""
+    if tm is None:
+        return
+    try:
+        tm.shut_down()
+    except RuntimeError as exc:
+        logger.warning("CARLA: could not shut the traffic manager down: %s", exc)
 
 
 def restore_settings(world: Any, tm: Any, original_settings: Any) -> None:
