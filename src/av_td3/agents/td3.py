@@ -246,7 +246,9 @@ class TD3Agent:
         size, alg = cfg.training.buffer_size, cfg.algorithm
         common = dict(device=self.device, n_step=alg.n_step, gamma=alg.discount, seed=cfg.training.seed)
         if self.use_dict_buffer:
-            self.replay_buffer = DictReplayBuffer(self.observation_space, self.action_dim, size, image_key=IMAGE_KEY, **common)
+            # one stream per parallel env: stacks never mix envs (training.num_envs)
+            self.replay_buffer = DictReplayBuffer(self.observation_space, self.action_dim, size, image_key=IMAGE_KEY,
+                                                  num_streams=min(cfg.training.num_envs, size), **common)
         else:
             self.replay_buffer = ReplayBuffer(self.state_dim, self.action_dim, size, **common)
 
