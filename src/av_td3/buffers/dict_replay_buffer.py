@@ -155,6 +155,8 @@ class DictReplayBuffer(BaseReplayBuffer):
         self._n_valid = 0
         #: Times a stack did not continue the previous one within an episode (each costs extra rows).
         self.sequence_breaks = 0
+        #: Rows changed since a device mirror (``DeviceReplayStorage``) last synced; None: no mirror.
+        self._dirty: list[int] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -276,6 +278,8 @@ class DictReplayBuffer(BaseReplayBuffer):
                 self._sequence_break("obs_dict is not the previous add's next_obs_dict")
             r = self._write_stack(obs, s)
         slot = self._slot(r, s)
+        if self._dirty is not None:
+            self._dirty.append(slot)
         self._action[slot] = act
         self._reward[slot] = rew
         self._flags[slot] = ACT | (DONE if done else 0) | (TRUNC if truncated else 0)
@@ -398,6 +402,8 @@ class DictReplayBuffer(BaseReplayBuffer):
         if t >= self._stream_rows:
             self._forget_row(t - self._stream_rows, s)
         slot = self._slot(t, s)
+        if self._dirty is not None:
+            self._dirty.append(slot)
         self._frames[slot] = frame
         for key, store in self._data.items():
             store[slot] = obs[key]
@@ -441,6 +447,8 @@ class DictReplayBuffer(BaseReplayBuffer):
     def _unflag(self, slot: int, s: int, min_back: int = 0) -> None:
         """Make the transition at ``slot`` unsampleable if it is sampleable and its stack uses ``min_back`` rows."""
         if self._back[slot] >= min_back and self._flags[slot] & SAMPLE:
+            if self._dirty is not None:
+                self._dirty.append(slot)
             self._flags[slot] &= ~SAMPLE & 0xFF
             self._n_valid -= 1
             self._stream_valid[s] -= 1
