@@ -58,12 +58,20 @@ class DeviceReplayStorage:
 
     def _copy_rows(self, rows: np.ndarray) -> None:
         if len(rows):
-            index = torch.from_numpy(rows).to(self.device)
+            index = self._upload(rows)
             for name, array in self.buffer._storage().items():
                 target = self._arrays[name]
-                values = torch.from_numpy(np.ascontiguousarray(array[rows])).to(self.device, target.dtype)
-                target.index_copy_(0, index, values)
+                target.index_copy_(0, index, self._upload(array[rows]).to(target.dtype))
         self.filled.fill_(self.buffer._rows_filled())
+
+    def _upload(self, array: np.ndarray) -> torch.Tensor:
+        """Host array -> device tensor without a host sync: a pageable-memory copy to CUDA waits for the
+        stream, a copy from page-locked memory does not (the caching host allocator keeps the block
+        until the copy is done)."""
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type != "cuda":
+            return tensor.to(self.device)
+        return tensor.pin_memory().to(self.device, non_blocking=True)
 
     # ------------------------------------------------------------------------------------- sampling
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplayBatch:
