@@ -62,23 +62,26 @@ def _carla_factory(cfg: Any, index: int):
 def split_infos(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
     """A vector env's info dict (``{key: array of N}``, with ``_key`` masks) -> one plain dict per env.
 
-    Nested dicts (``reward_components``) are split the same way; numpy scalars become Python scalars,
-    so each env's dict looks like what that env's own ``step`` returned.
+    Nested dicts (``reward_components``) are split the same way; numpy scalars become Python scalars
+    (``tolist``: one C loop per key, which matters at thousands of steps per second), so each env's
+    dict looks like what that env's own ``step`` returned.
     """
     out: list[dict[str, Any]] = [{} for _ in range(num_envs)]
     for key, values in infos.items():
-        if key.startswith("_"):
+        if key[:1] == "_":
             continue
-        mask = infos.get(f"_{key}", np.ones(num_envs, dtype=bool))
         if isinstance(values, dict):
-            for i, sub in enumerate(split_infos(values, num_envs)):
-                if mask[i]:
-                    out[i][key] = sub
-            continue
-        for i in range(num_envs):
-            if mask[i]:
-                value = values[i]
-                out[i][key] = value.item() if isinstance(value, np.generic) else value
+            items = split_infos(values, num_envs)
+        else:
+            items = values.tolist() if isinstance(values, np.ndarray) else list(values)
+        mask = infos.get(f"_{key}")
+        if mask is None:
+            for env_info, value in zip(out, items):
+                env_info[key] = value
+        else:
+            for env_info, value, present in zip(out, items, mask.tolist()):
+                if present:
+                    env_info[key] = value
     return out
 
 
