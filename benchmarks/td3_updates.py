@@ -143,18 +143,25 @@ def main() -> None:
     if dev == "cuda" and not torch.cuda.is_available():
         parser.exit(2, "td3_updates.py: --device cuda but torch sees no CUDA GPU\n")
     space = make_observation_space(4, 84, 84)
-    systems = {"ours_critic": (ours(space, "critic", args.buffer, device=dev), args.updates),
-               "sb3_td3": (sb3(space, args.buffer, dev), args.sb3_updates),
-               "ours_critic_float32": (ours(space, "critic", args.buffer, "float32", device=dev), args.updates)}
+    builders = {"ours_critic": (lambda: ours(space, "critic", args.buffer, device=dev), args.updates),
+                "sb3_td3": (lambda: sb3(space, args.buffer, dev), args.sb3_updates),
+                "ours_critic_float32": (lambda: ours(space, "critic", args.buffer, "float32", device=dev), args.updates)}
     if dev == "cuda":  # the reference for the graph path: eager updates from the host buffer
-        systems["ours_critic_eager"] = (ours(space, "critic", args.buffer, device=dev, cuda_graph=False,
-                                             buffer_device="cpu"), args.updates)
+        builders["ours_critic_eager"] = (lambda: ours(space, "critic", args.buffer, device=dev, cuda_graph=False,
+                                                      buffer_device="cpu"), args.updates)
     if not args.skip_separate:
-        systems["ours_separate"] = (ours(space, "separate", args.buffer, device=dev), args.updates)
+        builders["ours_separate"] = (lambda: ours(space, "separate", args.buffer, device=dev), args.updates)
     # on CUDA the first updates are eager warm-up and the graph capture: keep them out of the timing
     warmup = args.warmup if dev == "cpu" else max(args.warmup, 10)
-    for run, _ in systems.values():
-        run(warmup)
+    systems, errors = {}, {}
+    for name, (build, n) in builders.items():
+        try:  # one failing system (e.g. a capture error on a new GPU stack) must not lose the others' numbers
+            run = build()
+            run(warmup)
+            systems[name] = (run, n)
+        except Exception as exc:  # noqa: BLE001 - reported in the JSON
+            errors[name] = f"{type(exc).__name__}: {exc}"[:2000]
+            print(f"[td3_updates] {name} failed: {errors[name]}", file=sys.stderr)
     # Alternating blocks: load from other processes hits every system alike; the median block is reported.
     blocks = {name: [] for name in systems}
     cpu = {name: [] for name in systems}
@@ -164,19 +171,23 @@ def main() -> None:
             blocks[name].append(updates_per_s)
             cpu[name].append(cpu_s)
 
-    result: dict = {f"{name}_updates_per_s": round(statistics.median(r), 3) for name, r in blocks.items()}
-    sb3_rate = statistics.median(blocks["sb3_td3"])
-    result["ratio_ours_critic_vs_sb3"] = round(statistics.median(blocks["ours_critic"]) / sb3_rate, 3)
-    result["ratio_ours_critic_float32_vs_sb3"] = round(statistics.median(blocks["ours_critic_float32"]) / sb3_rate, 3)
-    if "ours_critic_eager" in blocks:
-        result["ratio_ours_critic_vs_ours_eager"] = round(
-            statistics.median(blocks["ours_critic"]) / statistics.median(blocks["ours_critic_eager"]), 3)
-    if "ours_separate" in blocks:
-        result["ratio_ours_separate_vs_sb3"] = round(statistics.median(blocks["ours_separate"]) / sb3_rate, 3)
+    med = {name: statistics.median(r) for name, r in blocks.items()}
+    result: dict = {f"{name}_updates_per_s": round(r, 3) for name, r in med.items()}
+    for name in ("ours_critic", "ours_critic_float32", "ours_separate"):
+        if name in med and "sb3_td3" in med:
+            result[f"ratio_{name}_vs_sb3"] = round(med[name] / med["sb3_td3"], 3)
+    if "ours_critic" in med and "ours_critic_eager" in med:
+        result["ratio_ours_critic_vs_ours_eager"] = round(med["ours_critic"] / med["ours_critic_eager"], 3)
+    if errors:
+        result["errors"] = errors
     result["blocks_updates_per_s"] = {name: [round(x, 3) for x in r] for name, r in blocks.items()}
     # CPU time is less sensitive than wall time to other processes sharing the cores.
     result["cpu_seconds_per_update_median"] = {name: round(statistics.median(c), 4) for name, c in cpu.items()}
-    import stable_baselines3
+    try:
+        import stable_baselines3
+        sb3_version = stable_baselines3.__version__
+    except ImportError:
+        sb3_version = None
 
     result["setup"] = {"batch_size": BATCH, "obs": "image uint8 (4,84,84) + vector float32 (23,)",
                        "cnn_features": 512, "mlp": [256, 256], "buffer_prefill": args.buffer,
@@ -187,7 +198,7 @@ def main() -> None:
                        "rounds": args.rounds, "updates_per_block": {"ours": args.updates, "sb3": args.sb3_updates},
                        "warmup": args.warmup}
     result["machine"] = {**machine_info(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                         "stable_baselines3": stable_baselines3.__version__, "cuda": torch.cuda.is_available(),
+                         "stable_baselines3": sb3_version, "cuda": torch.cuda.is_available(),
                          "gpu": torch.cuda.get_device_name() if dev == "cuda" else None}
     print(json.dumps(result, indent=2))
 

@@ -18,6 +18,7 @@ logs. The eager path (``UpdateRunner`` on CPU, or ``training.cuda_graph: false``
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -44,6 +45,10 @@ def resolve_buffer_device(setting: str, device: torch.device, nbytes: int) -> st
     return "cuda" if nbytes <= GPU_BUFFER_SHARE * free else "cpu"
 
 
+class CaptureError(RuntimeError):
+    """Capturing the update into a CUDA graph failed (nothing was replayed; eager updates still work)."""
+
+
 class UpdateRunner:
     """Picks and runs the update path for ``agent``: eager, or graphed on CUDA (``training.cuda_graph``).
 
@@ -55,14 +60,20 @@ class UpdateRunner:
         self.storage = None  # DeviceReplayStorage, when the ring lives on the GPU
         self._storage_of: Any = None  # the buffer that decision was made for
         self.graphed: GraphedUpdate | None = None
+        self.capture_failed = False
 
     def train(self, batch_size: int) -> dict[str, torch.Tensor]:
         agent = self.agent
         self._check_storage()
-        if agent.device.type == "cuda" and agent.config.training.cuda_graph:
+        if agent.device.type == "cuda" and agent.config.training.cuda_graph and not self.capture_failed:
             if self.graphed is None or self.graphed.batch_size != batch_size:
                 self.graphed = GraphedUpdate(agent, batch_size, self.storage)
-            return self.graphed()
+            try:
+                return self.graphed()
+            except CaptureError as exc:  # a capture the installed torch/driver refuses: keep training, eagerly
+                self.capture_failed, self.graphed = True, None
+                warnings.warn(f"{exc}; training continues with eager updates (set training.cuda_graph: false to "
+                              "skip the attempt)", RuntimeWarning, stacklevel=2)
         return agent.update(self.sample(batch_size))
 
     def sample(self, batch_size: int) -> ReplayBatch:
@@ -112,7 +123,12 @@ class GraphedUpdate:
             self.eager_updates += 1
             return self._eager()
         if not self._graphs:
-            self._capture_all()
+            try:
+                self._capture_all()
+            except RuntimeError as exc:
+                self._graphs.clear()
+                raise CaptureError(f"CUDA graph capture of the update failed ({type(exc).__name__}: "
+                                   f"{str(exc)[:300]})") from exc
         agent = self.agent
         actor_step = (agent.total_it + 1) % agent.policy_freq == 0
         self._prepare_inputs()
