@@ -176,14 +176,22 @@ class GraphedUpdate:
         agent.total_it = agent.policy_freq - 1 if actor_step else 0  # update() adds one, then branches on it
         graph = torch.cuda.CUDAGraph()
         graph.register_generator_state(agent._gen)  # augmentation, target noise and sampling draw from it
+
+        def update() -> dict[str, torch.Tensor]:
+            batch = self._static if self._static is not None else self.storage.sample(self.batch_size, agent._gen)
+            return agent.update(batch)
+
         try:
-            with torch.cuda.graph(graph):
-                batch = self._static if self._static is not None else \
-                    self.storage.sample(self.batch_size, agent._gen)
-                stats = agent.update(batch)
+            stats = self._record(graph, update)
         finally:
             agent.total_it = saved_it
         return graph, stats
+
+    @staticmethod
+    def _record(graph: torch.cuda.CUDAGraph, body: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Capture ``body()`` into ``graph``; returns its outputs (static: each replay overwrites them)."""
+        with torch.cuda.graph(graph):
+            return body()
 
 
 def _clone_batch(batch: ReplayBatch) -> ReplayBatch:
