@@ -79,16 +79,18 @@ def test_split_infos_masks_and_nesting():
     assert type(out[0]["a"]) is float
 
 
-def _trainer(tmp_path, n, steps, *extra):
-    cfg = small_cfg(f"training.num_envs={n}", "training.vectorization=sync", f"training.max_timesteps={steps}",
+def _trainer(tmp_path, n, steps, *extra, mode="sync"):
+    cfg = small_cfg(f"training.num_envs={n}", f"training.vectorization={mode}", f"training.max_timesteps={steps}",
                     "algorithm.start_timesteps=60", "algorithm.batch_size=16", "training.buffer_size=2000",
                     "training.eval_freq=0", "evaluation.num_episodes=1", "networks.cnn.feature_dim=32",
                     "networks.actor.hidden_layers=[32]", "networks.critic.hidden_layers=[32]", *extra)
     return Trainer(cfg, tmp_path / "run", "cpu")
 
 
-def test_trainer_with_n_envs_fills_one_stream_per_env(tmp_path):
-    trainer = _trainer(tmp_path, 3, 150)
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_trainer_with_n_envs_fills_one_stream_per_env(tmp_path, mode):
+    """N = 3 envs (async: updates run while the env processes step) fill one buffer stream each."""
+    trainer = _trainer(tmp_path, 3, 150, mode=mode)
     try:
         summary = trainer.run()
     finally:

@@ -101,6 +101,7 @@ class EnvBatch:
 
     def __init__(self, vector_env: VectorEnv | None = None, env: gymnasium.Env | None = None):
         self.vector_env, self.env = vector_env, env
+        self._pending: np.ndarray | None = None  # actions of a step_async still to run (sync/single envs)
         self.num_envs = 1 if env is not None else vector_env.num_envs
         self.single_observation_space = (env or vector_env).observation_space if env is not None \
             else vector_env.single_observation_space
@@ -130,7 +131,25 @@ class EnvBatch:
             obs, reward, terminated, truncated, info = self.env.step(actions[0])
             return ({k: np.asarray(v)[None] for k, v in obs.items()}, np.array([reward], dtype=np.float64),
                     np.array([bool(terminated)]), np.array([bool(truncated)]), [info])
-        obs, reward, terminated, truncated, infos = self.vector_env.step(actions)
+        return self._batched(*self.vector_env.step(actions))
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start a step and return at once (async envs step in their processes); ``step_wait`` ends it.
+        Sync and single envs step inside ``step_wait``."""
+        if self.env is None and hasattr(self.vector_env, "step_async"):
+            self.vector_env.step_async(actions)
+            self._pending = None
+        else:
+            self._pending = actions
+
+    def step_wait(self):
+        """The result of the step ``step_async`` started (as ``step`` returns it)."""
+        if self._pending is not None:
+            actions, self._pending = self._pending, None
+            return self.step(actions)
+        return self._batched(*self.vector_env.step_wait())
+
+    def _batched(self, obs, reward, terminated, truncated, infos):
         return (obs, np.asarray(reward, dtype=np.float64), np.asarray(terminated, dtype=bool),
                 np.asarray(truncated, dtype=bool), split_infos(infos, self.num_envs))
 

@@ -161,7 +161,7 @@ class Trainer:
             explorer.reset()
         last_episode: dict[str, Any] | None = None
         env_time = update_time = 0.0
-        session_steps, session_updates, wall_start = 0, 0, time.perf_counter()
+        session_steps, updates_at_start, wall_start = 0, self.updates, time.perf_counter()
         stats: dict[str, Any] = {}
         try:
             while self.step < total:
@@ -177,9 +177,17 @@ class Trainer:
                             "the networks hold NaN/inf. Lower the learning rates (networks.*.learning_rate), "
                             "set algorithm.max_grad_norm, or check the reward scale.")
 
-                # 2. step the envs and store each env's transition in its own buffer stream
+                # 2. step the envs and store each env's transition in its own buffer stream. N > 1: the
+                # envs step in their own processes while this one runs the updates the last step earned
+                # (3.), so collection and learning overlap (on a GPU the updates run while envs step).
                 t0 = time.perf_counter()
-                next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
+                if n > 1:
+                    self.env.step_async(actions)
+                    stats, update_time = self._learn(exploring, n, stats, update_time)
+                    t0 = time.perf_counter()
+                    next_obs, rewards, terminated, truncated, infos = self.env.step_wait()
+                else:
+                    next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
                 env_time += time.perf_counter() - t0
                 prev_step = self.step
                 for i in range(n):
@@ -206,20 +214,9 @@ class Trainer:
                     for i in np.flatnonzero(done):
                         self.explorers[i].reset()
 
-                # 3. learn
-                if not exploring and len(self.agent.replay_buffer) >= self.min_buffer:
-                    self._update_credit += cfg.training.updates_per_step * n
-                    t0 = time.perf_counter()
-                    while self._update_credit >= 1.0:
-                        stats = self.agent.train()
-                        self.updates += 1
-                        session_updates += 1
-                        self._update_credit -= 1.0
-                        if self.updates % cfg.logging.log_interval == 0 or self.updates == 1:
-                            self._log_update(stats)
-                        if self.debug and (self.updates == 1 or self.updates % cfg.logging.debug_gradient_interval == 0):
-                            self._print_gradient_table()
-                    update_time += time.perf_counter() - t0
+                # 3. learn (N > 1: done above, while the envs stepped)
+                if n == 1:
+                    stats, update_time = self._learn(exploring, n, stats, update_time)
 
                 # 4. evaluate, checkpoint, show progress
                 if _crossed(prev_step, self.step, cfg.training.eval_freq):
@@ -260,13 +257,32 @@ class Trainer:
         finally:
             stop.restore()
         wall = time.perf_counter() - wall_start
-        summary = self._summary(session_steps, session_updates, env_time, update_time, wall, final)
+        summary = self._summary(session_steps, self.updates - updates_at_start, env_time, update_time, wall, final)
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         log.record("summary", self.step, summary)
         log.close()
         return summary
 
     # -- steps of the loop --------------------------------------------------------------------------
+    def _learn(self, exploring: bool, n: int, stats: dict[str, Any], update_time: float) -> tuple[dict[str, Any], float]:
+        """Run the updates the last vector step earned (``updates_per_step`` per env step, once the buffer
+        holds ``min_buffer``); returns the last update's statistics (``stats`` if none ran) and
+        ``update_time`` plus the seconds spent."""
+        cfg = self.cfg
+        if exploring or len(self.agent.replay_buffer) < self.min_buffer:
+            return stats, update_time
+        self._update_credit += cfg.training.updates_per_step * n
+        t0 = time.perf_counter()
+        while self._update_credit >= 1.0:
+            stats = self.agent.train()
+            self.updates += 1
+            self._update_credit -= 1.0
+            if self.updates % cfg.logging.log_interval == 0 or self.updates == 1:
+                self._log_update(stats)
+            if self.debug and (self.updates == 1 or self.updates % cfg.logging.debug_gradient_interval == 0):
+                self._print_gradient_table()
+        return stats, update_time + time.perf_counter() - t0
+
     def _store(self, obs, action, next_obs, reward: float, terminated: bool, truncated: bool, stream: int = 0) -> None:
         """Dict observations go to the buffer as they are (end-to-end), in env ``stream``'s stream; frozen
         mode stores flat states (self-contained transitions: no streams needed)."""
