@@ -85,10 +85,10 @@ step() {
   SEP=", "
 }
 
-step gpu_tests 100 "$OUT/gpu_tests.txt" \
+step gpu_tests 120 "$OUT/gpu_tests.txt" \
   "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda_graph.py tests/test_device_storage.py tests/test_vector_env.py
 # (a script's own folder is on its sys.path: the benchmarks find benchmarks/machine.py from the repo root)
-step td3_updates 130 "$OUT/td3_updates_cuda.json" \
+step td3_updates 120 "$OUT/td3_updates_cuda.json" \
   "$PY" benchmarks/td3_updates.py --device $DEVICE --skip-separate $UPDATES
 step env_collection 50 "$OUT/env_collection.json" \
   "$PY" benchmarks/env_collection.py --mode async $ENVS
