@@ -617,3 +617,137 @@ def test_refuses_impossible_max_size_before_allocating(monkeypatch):
     assert DictReplayBuffer(space, 2, largest).nbytes <= budget
     with pytest.raises(ValueError):
         DictReplayBuffer(space, 2, largest + 1)
+
+
+# ------------------------------------------------------------------------- parallel envs (streams)
+class StreamReference(Reference):
+    """``Reference`` for one env's stream of a multi-stream buffer: its own add order and rows."""
+
+    def __init__(self, n_step: int, gamma: float, stream: int):
+        super().__init__(n_step, gamma)
+        self.stream = stream
+
+    def add(self, buf: DictReplayBuffer, tr: Transition) -> None:
+        row = buf.add(obs_dict=tr.obs, action=tr.action, next_obs_dict=tr.next_obs, reward=tr.reward,
+                      done=tr.done, truncated=tr.truncated, stream=self.stream)
+        assert row % buf.num_streams == self.stream  # the stream owns every num_streams-th row
+        self.row_to_id[row] = len(self.transitions)
+        self.transitions.append(Transition({k: v.copy() for k, v in tr.obs.items()}, tr.action.astype(np.float32),
+                                           {k: v.copy() for k, v in tr.next_obs.items()}, tr.reward, tr.done,
+                                           tr.truncated))
+
+
+def check_streams(buf: DictReplayBuffer, refs: list[StreamReference], max_size: int) -> None:
+    """Every sampleable transition of every stream comes back exactly (obs, n-step next_obs, reward)."""
+    idx = buf.valid_indices()
+    assert len(idx) == len(buf) <= max_size
+    batch = buf.get_batch(idx)
+    seen = 0
+    for ref in refs:
+        mine = idx % buf.num_streams == ref.stream
+        rows = idx[mine]
+        assert len(rows) <= buf._caps[ref.stream]
+        ids = sorted(ref.row_to_id[int(r)] for r in rows)
+        n = len(ref.transitions)
+        assert ids == list(range(n - len(ids), n))  # each stream loses only its oldest transitions
+        for i in np.flatnonzero(mine):
+            t = ref.row_to_id[int(idx[i])]
+            tr = ref.transitions[t]
+            ret, not_done, m, last = ref.window(t)
+            for key in tr.obs:
+                assert same_bits(batch.obs[key][i].numpy(), tr.obs[key]), (ref.stream, t, key, "obs")
+                assert same_bits(batch.next_obs[key][i].numpy(), ref.transitions[last].next_obs[key]), (
+                    ref.stream, t, key, "next_obs")
+            assert same_bits(batch.action[i].numpy(), tr.action)
+            np.testing.assert_allclose(batch.reward[i, 0].item(), ret, rtol=1e-6, atol=1e-6)
+            assert batch.not_done[i, 0].item() == not_done
+            assert batch.discount[i, 0].item() == np.float32(ref.gamma**m)
+        seen += len(rows)
+    assert seen == len(idx)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    num_streams=st.integers(2, 4),
+    k=st.sampled_from([1, 2, 4]),
+    max_size=st.integers(4, 30),
+    n_step=st.sampled_from([1, 3]),
+    episodes=st.lists(st.lists(episode_st, min_size=1, max_size=6), min_size=4, max_size=4),
+    schedule_seed=st.integers(0, 2**32 - 1),
+)
+def test_interleaved_streams_round_trip_bit_for_bit(num_streams, k, max_size, n_step, episodes, schedule_seed):
+    """N envs' episodes added in a random interleaving: every sample equals what its env added; a
+    stack never mixes envs or episodes; each stream keeps its newest transitions."""
+    rng = np.random.default_rng(schedule_seed)
+    gamma = 0.9
+    max_size = max(max_size, num_streams)
+    buf = DictReplayBuffer(small_space(k), action_dim=2, max_size=max_size, n_step=n_step, gamma=gamma,
+                           num_streams=num_streams)
+    refs = [StreamReference(n_step, gamma, s) for s in range(num_streams)]
+    palette = rng.integers(0, 256, (3, 1, H, W), dtype=np.uint8)
+
+    def stream_steps(s: int):
+        """Yield stream s's transitions, episode after episode (frames drawn at random per env)."""
+        for length, end, first in episodes[s]:
+            f0 = frame(rng, palette)
+            stack = [f0] * k if first == "repeat" else [frame(rng, palette) for _ in range(k)]
+            obs = {"image": np.concatenate(stack), "vector": vector(rng)}
+            for step in range(length):
+                stack = stack[1:] + [frame(rng, palette)]
+                next_obs = {"image": np.concatenate(stack), "vector": vector(rng)}
+                last = step == length - 1
+                yield Transition(obs, rng.uniform(-1, 1, 2), next_obs, float(rng.normal()),
+                                 done=last and end == "done", truncated=last and end == "truncated")
+                obs = next_obs
+
+    live = {s: stream_steps(s) for s in range(num_streams)}
+    while live:
+        s = int(rng.choice(sorted(live)))  # any env may step next: arbitrary interleaving
+        tr = next(live[s], None)
+        if tr is None:
+            del live[s]
+            continue
+        refs[s].add(buf, tr)
+        check_streams(buf, refs, max_size)
+    # interleaving never looks like a broken sequence: only episodes that ended without a flag do
+    assert buf.sequence_breaks <= sum(end == "none" for eps in episodes[:num_streams] for _, end, _ in eps)
+
+
+def test_streams_save_load_round_trip(tmp_path):
+    space = small_space(4)
+    buf = DictReplayBuffer(space, 2, 40, n_step=3, num_streams=3)
+    rng = np.random.default_rng(0)
+    stacks = [FrameStack(4) for _ in range(3)]
+    obs = [{"image": st_.reset(rng.integers(0, 256, (H, W), dtype=np.uint8)), "vector": vector(rng)} for st_ in stacks]
+    for t in range(50):
+        for s in range(3):
+            nxt = {"image": stacks[s].push(rng.integers(0, 256, (H, W), dtype=np.uint8)), "vector": vector(rng)}
+            buf.add(obs_dict=obs[s], action=rng.uniform(-1, 1, 2), next_obs_dict=nxt, reward=1.0,
+                    done=False, truncated=t % 17 == 16, stream=s)
+            obs[s] = nxt if t % 17 != 16 else {"image": stacks[s].reset(rng.integers(0, 256, (H, W), dtype=np.uint8)),
+                                                "vector": vector(rng)}
+    buf.save(tmp_path / "b.npz")
+    loaded = DictReplayBuffer.load(tmp_path / "b.npz")
+    assert loaded.num_streams == 3 and len(loaded) == len(buf) and loaded._stream_valid == buf._stream_valid
+    idx = buf.valid_indices()
+    assert np.array_equal(idx, loaded.valid_indices())
+    a, b = buf.get_batch(idx), loaded.get_batch(idx)
+    for key in a.obs:
+        assert same_bits(a.obs[key].numpy(), b.obs[key].numpy())  # bits: the vectors hold NaN
+        assert same_bits(a.next_obs[key].numpy(), b.next_obs[key].numpy())
+    # the loaded buffer continues each stream's running episode without a sequence break
+    for s in range(3):
+        nxt = {"image": stacks[s].push(rng.integers(0, 256, (H, W), dtype=np.uint8)), "vector": vector(rng)}
+        loaded.add(obs_dict=obs[s], action=np.zeros(2), next_obs_dict=nxt, reward=0.0, done=False, stream=s)
+    assert loaded.sequence_breaks == 0
+
+
+def test_stream_errors():
+    with pytest.raises(ValueError, match="num_streams must be an int >= 1"):
+        DictReplayBuffer(small_space(2), 2, 10, num_streams=0)
+    with pytest.raises(ValueError, match="exceeds max_size"):
+        DictReplayBuffer(small_space(2), 2, 3, num_streams=4)
+    buf = DictReplayBuffer(small_space(2), 2, 10, num_streams=2)
+    obs = {"image": np.zeros((2, H, W), np.uint8), "vector": np.zeros(2, np.float32)}
+    with pytest.raises(ValueError, match=r"stream must be an env index in \[0, 2\)"):
+        buf.add(obs_dict=obs, action=np.zeros(2), next_obs_dict=obs, reward=0.0, done=False, stream=2)

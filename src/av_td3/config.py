@@ -94,6 +94,15 @@ class TrainingConfig(StrictModel):
     seed: int = Field(0, ge=0)
     device: Literal["cpu", "cuda", "auto"] = "auto"
     save_buffer: bool = Field(False, description="Also checkpoint the replay buffer (large) for exact resume.")
+    num_envs: int = Field(1, ge=1, le=256, description="Parallel envs collecting experience (gymnasium vector API); "
+                          "1 = one env in the training process.")
+    vectorization: Literal["async", "sync"] = Field(
+        "async", description="With num_envs > 1: async = one process per env (shared-memory images), sync = in turn.")
+    buffer_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where replay storage lives: cuda keeps it in GPU memory and samples there (CUDA "
+        "device only); auto = cuda when the device is CUDA and the buffer fits in free GPU memory, else cpu.")
+    cuda_graph: bool = Field(True, description="On CUDA, capture the whole update (sampling, critic, actor, "
+                             "targets) in CUDA graphs after warm-up; False = eager updates. No effect on CPU.")
 
 
 class ExplorationConfig(StrictModel):

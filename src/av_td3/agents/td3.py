@@ -47,10 +47,13 @@ SB3 averages four forwards and 1.5 backwards (profiled) (see ``critic`` above); 
 augmentation as one uint8 gather; the 1/255 scale folded into the first convolution; in-place
 ReLUs; one fused Polyak update. Nothing in ``update()`` reads a value back to the host: ``train()``
 returns 0-d tensors, and a trainer converts them (``float(v)``) only when it logs, so the update can
-be captured whole in a CUDA graph later (Adam is ``capturable`` on CUDA). Torch's thread count is
-left to the application (the benchmark sets it). ``torch.compile`` is not used (not measured): the
-convolutions and matmuls that take ~75% of an update already run in oneDNN / BLAS kernels, and
-compiling would add start-up time to every run and test.
+be captured whole in a CUDA graph (Adam is ``capturable`` on CUDA). On CUDA ``train()`` does exactly
+that (``agents/cuda_graph.py``, ``training.cuda_graph``): after a few eager updates the update, and
+with the replay ring on the GPU (``training.buffer_device``) the sampling too, is replayed from CUDA
+graphs; ``update()`` stays the eager reference. Torch's thread count is left to the application (the
+benchmark sets it). ``torch.compile`` is not used on CPU (not measured): the convolutions and matmuls
+that take ~75% of an update already run in oneDNN / BLAS kernels, and compiling would add start-up
+time to every run and test.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ from gymnasium import spaces
 from torch import nn
 
 from av_td3.agents.augment import random_shift
+from av_td3.agents.cuda_graph import UpdateRunner, resolve_buffer_device
 from av_td3.agents.diagnostics import grad_norm, per_parameter_grad_norms, relative_weight_change
 from av_td3.agents.networks import Actor, Critic, DictEncoder, NatureCNN, cnn_compute_dtype, set_requires_grad
 from av_td3.config import Config, ConfigError
@@ -152,6 +156,8 @@ class TD3Agent:
             self._build_networks(nets)
         self._build_optimizers(nets)
         self._build_buffer(cfg)
+        self._runner = UpdateRunner(self)  # eager, or on CUDA the whole update in CUDA graphs
+        resolve_buffer_device(cfg.training.buffer_device, self.device, 0)  # a CUDA buffer without CUDA: error now
         self._cnn_init = {k: v.detach().clone() for k, v in self._cnn_parameters().items()}
         self._feature_norms: tuple[torch.Tensor, torch.Tensor] | None = None
         if verbose:  # the seed's [AGENT] lines; evaluation of a checkpoint turns them off
@@ -246,7 +252,9 @@ class TD3Agent:
         size, alg = cfg.training.buffer_size, cfg.algorithm
         common = dict(device=self.device, n_step=alg.n_step, gamma=alg.discount, seed=cfg.training.seed)
         if self.use_dict_buffer:
-            self.replay_buffer = DictReplayBuffer(self.observation_space, self.action_dim, size, image_key=IMAGE_KEY, **common)
+            # one stream per parallel env: stacks never mix envs (training.num_envs)
+            self.replay_buffer = DictReplayBuffer(self.observation_space, self.action_dim, size, image_key=IMAGE_KEY,
+                                                  num_streams=min(cfg.training.num_envs, size), **common)
         else:
             self.replay_buffer = ReplayBuffer(self.state_dim, self.action_dim, size, **common)
 
@@ -351,7 +359,7 @@ class TD3Agent:
         CNN features), ``feature_norm_max``; on actor steps also ``actor_loss``, ``actor_grad_norm``,
         ``action_saturation`` (fraction of |a| > 0.99 max) and, in ``separate`` mode, ``actor_cnn_grad_norm``.
         """
-        return self.update(self.replay_buffer.sample_batch(batch_size or self.batch_size))
+        return self._runner.train(batch_size or self.batch_size)
 
     def update(self, batch: Any) -> dict[str, torch.Tensor]:
         """One TD3 update from ``batch`` (``obs, action, next_obs, reward, not_done, discount``, all (B, ...))."""
@@ -545,6 +553,7 @@ class TD3Agent:
                     "overrides that change them") from None
         for name, opt in self._optimizers().items():
             opt.load_state_dict(state["optimizers"][name])
+        self._runner = UpdateRunner(self)  # captured graphs point at the replaced optimizer states
         self.total_it = int(state["total_it"])
         rng = state["rng"]
         if rng["device_type"] == self.device.type:  # generator states are device-specific

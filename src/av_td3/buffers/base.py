@@ -93,6 +93,7 @@ def nstep_window(
     step: np.ndarray | int,
     cont_bit: int,
     newest: int = -1,
+    stride: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Walk up to ``n_step`` transitions forward from each row in ``first``, vectorised over the batch.
 
@@ -107,6 +108,8 @@ def nstep_window(
         step: rows from a transition to its successor: an int, or a per-row array.
         cont_bit: flag a successor row must carry to continue the window.
         newest: row written last (its ``+ step`` neighbour is the oldest row, not a successor), or -1.
+        stride: ring rows per step unit: the dict buffer's parallel-env streams own every ``stride``-th
+            row, so a successor ``step`` rows later in its stream is ``stride * step`` ring rows later.
 
     Returns:
         ``(ret, not_done, m, last)``: float64 discounted reward sums, bool "no termination", int64
@@ -122,7 +125,7 @@ def nstep_window(
     for i in range(1, n_step):
         if not alive.any():
             break
-        nxt = (cur + (step if isinstance(step, int) else step[cur].astype(np.int64))) % rows
+        nxt = (cur + stride * (step if isinstance(step, int) else step[cur].astype(np.int64))) % rows
         alive &= ((flags[nxt] & cont_bit) != 0) & (cur != newest)
         cur = np.where(alive, nxt, cur)
         ret += np.where(alive, gamma**i * reward[cur].astype(np.float64), 0.0)

@@ -19,6 +19,13 @@ Wrap-around. When the ring is full the oldest row is overwritten. Any later row 
 back to it loses its sampleable flag at that moment (``_forget_row``), so no stack ever mixes episodes
 or returns an overwritten frame. Successor rows are always newer than their transition, hence intact.
 
+Parallel envs (``num_streams`` = N > 1). N envs add interleaved episode streams (``add(..., stream=i)``).
+Each stream owns every N-th row of the ring (global row = local row * N + stream), so within a stream
+rows are consecutive exactly as above, with a stride of N: a stack never mixes envs or episodes, each
+frame is still stored once, and one ``np.take`` still gathers a whole batch. Each stream keeps its own
+write pointer, pending ``next_obs`` and eviction tail, and holds at most its share of ``max_size``
+(``max_size // N``, the first ``max_size % N`` streams one more). With N = 1 the layout is today's.
+
 Capacity. The ring has ``max_size + max(ceil(max_size / 64), 2k + 2)`` rows: one per transition plus
 head-room for episode boundaries (one row per episode for its final ``next_obs``); ``len(buf)`` never
 exceeds ``max_size`` (the oldest transitions are dropped first). For the contract's (4, 84, 84) uint8
@@ -109,10 +116,22 @@ class DictReplayBuffer(BaseReplayBuffer):
         image_key: str = "image",
         frame_channels: int = 1,
         seed: int | None = None,
+        num_streams: int = 1,
     ) -> None:
         super().__init__(action_dim, max_size, device, n_step, gamma, seed)
         self._parse_space(observation_space, image_key, frame_channels)
-        self._rows = ring_rows(self.max_size, self.frame_stack)
+        if isinstance(num_streams, bool) or not isinstance(num_streams, (int, np.integer)) or num_streams < 1:
+            raise ValueError(f"DictReplayBuffer: num_streams must be an int >= 1 (one per env), got {num_streams!r}")
+        if num_streams > self.max_size:
+            raise ValueError(
+                f"DictReplayBuffer: num_streams={num_streams} exceeds max_size={self.max_size}; each env's stream "
+                "needs room for at least one transition (raise training.buffer_size or lower training.num_envs)"
+            )
+        self.num_streams = n = int(num_streams)
+        # stream i holds at most _caps[i] transitions; together exactly max_size
+        self._caps = [self.max_size // n + (1 if i < self.max_size % n else 0) for i in range(n)]
+        self._stream_rows = ring_rows(self._caps[0], self.frame_stack)  # rows per stream
+        self._rows = n * self._stream_rows
         check_fits(type(self).__name__, self.max_size, self._nbytes_for)
 
         rows, k = self._rows, self.frame_stack
@@ -126,18 +145,24 @@ class DictReplayBuffer(BaseReplayBuffer):
         self._next_off = np.zeros(rows, dtype=small)
         self._offsets = np.arange(k - 1, -1, -1, dtype=np.int64)  # frame j of a stack is `offset` rows back
 
-        self._written = 0  # rows ever written; the next row goes to slot _written % rows
-        self._tail = 0  # absolute row from which over-capacity eviction continues
-        self._pending = -1  # absolute row of the running episode's latest next_obs, or -1
-        self._last_next: dict[str, np.ndarray] | None = None  # copy of that next_obs, for comparison
+        # Per stream, in the stream's own (local) row numbers; local row t lives at global row
+        # (t % stream_rows) * N + stream.
+        self._written = [0] * n  # rows ever written by the stream
+        self._tail = [0] * n  # local row from which over-capacity eviction continues
+        self._pending = [-1] * n  # local row of the stream's running episode's latest next_obs, or -1
+        self._last_next: list[dict[str, np.ndarray] | None] = [None] * n  # copy of that next_obs
+        self._stream_valid = [0] * n  # sampleable transitions per stream
         self._n_valid = 0
         #: Times a stack did not continue the previous one within an episode (each costs extra rows).
         self.sequence_breaks = 0
+        #: Rows changed since a device mirror (``DeviceReplayStorage``) last synced; None: no mirror.
+        self._dirty: list[int] | None = None
 
     def __repr__(self) -> str:
         return (
             f"DictReplayBuffer(len={len(self):,}, max_size={self.max_size:,}, {self.image_key}="
             f"{self.frame_stack}x{self.frame_shape}, keys={self.keys}, n_step={self.n_step}, "
+            f"num_streams={self.num_streams}, "
             f"nbytes={self.nbytes:,})"
         )
 
@@ -192,7 +217,8 @@ class DictReplayBuffer(BaseReplayBuffer):
         )
 
     def _nbytes_for(self, max_size: int) -> int:
-        return ring_rows(max_size, self.frame_stack) * self._row_bytes()
+        n = getattr(self, "num_streams", 1)
+        return n * ring_rows(-(-max_size // n), self.frame_stack) * self._row_bytes()
 
     # ------------------------------------------------------------------------------------------ add
     def add(
@@ -204,6 +230,7 @@ class DictReplayBuffer(BaseReplayBuffer):
         done: bool = REQUIRED,
         truncated: bool = False,
         *,
+        stream: int = 0,
         state: Any = None,
         next_state: Any = None,
     ) -> int:
@@ -216,6 +243,8 @@ class DictReplayBuffer(BaseReplayBuffer):
             reward: scalar.
             done: the episode *terminated* (collision, goal...): the TD target does not bootstrap.
             truncated: the episode was cut (time limit, stall): it ends, but the target bootstraps.
+            stream: which env (0..num_streams-1) the transition comes from; successive adds of one
+                stream continue its episode whatever the other streams added in between.
             state, next_state: not accepted; they exist so that the seed's flat call
                 ``add(state=..., next_state=...)`` gets an error saying what to pass instead.
 
@@ -239,15 +268,18 @@ class DictReplayBuffer(BaseReplayBuffer):
         if not math.isfinite(rew):
             raise ValueError(f"reward must be finite, got {rew}")
         done, truncated = _scalar(done, "done", bool), _scalar(truncated, "truncated", bool)
+        s = self._check_stream(stream)
 
-        rows, c = self._rows, self.frame_channels
-        if self._pending >= 0 and self._same_obs(obs, self._last_next):
-            r = self._pending  # obs is the stored next_obs of the previous step: share its row
+        c = self.frame_channels
+        if self._pending[s] >= 0 and self._same_obs(obs, self._last_next[s]):
+            r = self._pending[s]  # obs is the stored next_obs of the previous step: share its row
         else:
-            if self._pending >= 0:
+            if self._pending[s] >= 0:
                 self._sequence_break("obs_dict is not the previous add's next_obs_dict")
-            r = self._write_stack(obs)
-        slot = r % rows
+            r = self._write_stack(obs, s)
+        slot = self._slot(r, s)
+        if self._dirty is not None:
+            self._dirty.append(slot)
         self._action[slot] = act
         self._reward[slot] = rew
         self._flags[slot] = ACT | (DONE if done else 0) | (TRUNC if truncated else 0)
@@ -256,21 +288,34 @@ class DictReplayBuffer(BaseReplayBuffer):
         if image[c:].tobytes() == next_image[: len(next_image) - c].tobytes():  # memcmp: fastest here
             # the usual case: next stack = this stack shifted by one frame -> one new row
             back = min(int(self._back[slot]) + 1, self.frame_stack - 1)
-            p = self._write_row(next_image[len(next_image) - c :], nxt, back)
+            p = self._write_row(next_image[len(next_image) - c :], nxt, back, s)
         else:
             self._sequence_break("next_obs_dict's image is not obs_dict's shifted by one frame")
-            p = self._write_stack(nxt)
-        self._next_off[slot] = p - r
+            p = self._write_stack(nxt, s)
+        self._next_off[slot] = p - r  # in the stream's rows (global stride num_streams)
 
         self._flags[slot] |= SAMPLE
         self._n_valid += 1
+        self._stream_valid[s] += 1
         if done or truncated:
-            self._pending, self._last_next = -1, None
+            self._pending[s], self._last_next[s] = -1, None
         else:
-            self._pending = p
-            self._last_next = {key: value.copy() for key, value in nxt.items()}
-        self._evict_over_capacity()
+            self._pending[s] = p
+            self._last_next[s] = {key: value.copy() for key, value in nxt.items()}
+        self._evict_over_capacity(s)
         return slot
+
+    def _check_stream(self, stream: Any) -> int:
+        if isinstance(stream, bool) or not isinstance(stream, (int, np.integer)) or not 0 <= stream < self.num_streams:
+            raise ValueError(
+                f"DictReplayBuffer.add: stream must be an env index in [0, {self.num_streams}) "
+                f"(num_streams={self.num_streams}), got {stream!r}"
+            )
+        return int(stream)
+
+    def _slot(self, local: int, stream: int) -> int:
+        """Global ring row of the stream's local row ``local`` (absolute, any size)."""
+        return (local % self._stream_rows) * self.num_streams + stream
 
     def _flat_call_message(self, state: Any) -> str:
         shape = getattr(state, "shape", None)
@@ -283,9 +328,11 @@ class DictReplayBuffer(BaseReplayBuffer):
             + ". For flat state vectors (frozen CNN) use av_td3.ReplayBuffer instead."
         )
 
-    def end_sequence(self) -> None:
-        """The next ``add`` starts a new frame sequence, without the sequence-break warning."""
-        self._pending, self._last_next = -1, None
+    def end_sequence(self, stream: int | None = None) -> None:
+        """The next ``add`` (of ``stream``, default: of every stream) starts a new frame sequence,
+        without the sequence-break warning."""
+        for s in range(self.num_streams) if stream is None else (self._check_stream(stream),):
+            self._pending[s], self._last_next[s] = -1, None
 
     def _check_obs(self, obs: Any, name: str) -> dict[str, np.ndarray]:
         """Validate one dict observation; returns C-contiguous arrays (not copied when already so)."""
@@ -348,22 +395,25 @@ class DictReplayBuffer(BaseReplayBuffer):
             )
 
     # ----------------------------------------------------------------------------------------- rows
-    def _write_row(self, frame: np.ndarray, obs: dict[str, np.ndarray], back: int) -> int:
-        """Write one row (frame ``(C, H, W)`` + the non-image keys of ``obs``); returns its absolute index."""
-        t = self._written
-        if t >= self._rows:
-            self._forget_row(t - self._rows)
-        slot = t % self._rows
+    def _write_row(self, frame: np.ndarray, obs: dict[str, np.ndarray], back: int, s: int) -> int:
+        """Write one row of stream ``s`` (frame ``(C, H, W)`` + the non-image keys of ``obs``); returns its
+        local absolute index."""
+        t = self._written[s]
+        if t >= self._stream_rows:
+            self._forget_row(t - self._stream_rows, s)
+        slot = self._slot(t, s)
+        if self._dirty is not None:
+            self._dirty.append(slot)
         self._frames[slot] = frame
         for key, store in self._data.items():
             store[slot] = obs[key]
         self._flags[slot] = 0
         self._back[slot] = back
         self._next_off[slot] = 0
-        self._written = t + 1
+        self._written[s] = t + 1
         return t
 
-    def _write_stack(self, obs: dict[str, np.ndarray]) -> int:
+    def _write_stack(self, obs: dict[str, np.ndarray], s: int) -> int:
         """Start a new sequence holding ``obs``: the first stack's distinct frames, one row each.
 
         The leading run of frames equal to the first one needs a single row (the stack clamps at the
@@ -378,35 +428,36 @@ class DictReplayBuffer(BaseReplayBuffer):
             first = k - 1 if same.all() else int(np.argmin(same))  # frames[0..first] are all equal
         row = -1
         for back, j in enumerate(range(first, k)):
-            row = self._write_row(frames[j], obs, back)
+            row = self._write_row(frames[j], obs, back, s)
         return row
 
-    def _forget_row(self, old: int) -> None:
-        """Row ``old`` (absolute) is about to be overwritten: unflag every transition that needs it.
+    def _forget_row(self, old: int, s: int) -> None:
+        """Stream ``s``'s local row ``old`` is about to be overwritten: unflag every transition that needs it.
 
-        That is the row's own transition and the rows up to k-1 later whose stacks reach back to it.
-        Successor rows (next_obs, n-step) are always newer, so they never lose data first.
+        That is the row's own transition and the stream's rows up to k-1 later whose stacks reach back
+        to it. Successor rows (next_obs, n-step) are always newer, so they never lose data first.
         """
-        rows = self._rows
         for d in range(self.frame_stack):
             x = old + d
-            if x >= self._written:
+            if x >= self._written[s]:
                 break
-            s = x % rows
-            if self._back[s] >= d and self._flags[s] & SAMPLE:
-                self._flags[s] &= ~SAMPLE & 0xFF
-                self._n_valid -= 1
-        self._tail = max(self._tail, old + 1)
+            self._unflag(self._slot(x, s), s, d)
+        self._tail[s] = max(self._tail[s], old + 1)
 
-    def _evict_over_capacity(self) -> None:
-        """Drop the oldest sampleable transitions until at most ``max_size`` remain."""
-        rows = self._rows
-        while self._n_valid > self.max_size:
-            s = self._tail % rows
-            if self._flags[s] & SAMPLE:
-                self._flags[s] &= ~SAMPLE & 0xFF
-                self._n_valid -= 1
-            self._tail += 1
+    def _unflag(self, slot: int, s: int, min_back: int = 0) -> None:
+        """Make the transition at ``slot`` unsampleable if it is sampleable and its stack uses ``min_back`` rows."""
+        if self._back[slot] >= min_back and self._flags[slot] & SAMPLE:
+            if self._dirty is not None:
+                self._dirty.append(slot)
+            self._flags[slot] &= ~SAMPLE & 0xFF
+            self._n_valid -= 1
+            self._stream_valid[s] -= 1
+
+    def _evict_over_capacity(self, s: int) -> None:
+        """Drop stream ``s``'s oldest sampleable transitions until it holds at most its share of ``max_size``."""
+        while self._stream_valid[s] > self._caps[s]:
+            self._unflag(self._slot(self._tail[s], s), s)
+            self._tail[s] += 1
 
     # ------------------------------------------------------------------------------------- sampling
     def __len__(self) -> int:
@@ -415,7 +466,7 @@ class DictReplayBuffer(BaseReplayBuffer):
     @property
     def rows_written(self) -> int:
         """Rows ever written: one per new camera frame (plus pre-roll/boundary rows). Diagnostics."""
-        return self._written
+        return sum(self._written)
 
     def _storage(self) -> dict[str, np.ndarray]:
         return {
@@ -429,7 +480,8 @@ class DictReplayBuffer(BaseReplayBuffer):
         }
 
     def _rows_filled(self) -> int:
-        return min(self._written, self._rows)
+        # rows of a stream that wrote fewer rows than the busiest one are unwritten: flags 0, never sampled
+        return self.num_streams * min(max(self._written), self._stream_rows)
 
     def _sampleable(self, rows: np.ndarray) -> np.ndarray:
         return (self._flags[rows] & SAMPLE) != 0
@@ -450,10 +502,11 @@ class DictReplayBuffer(BaseReplayBuffer):
             last = idx
         else:
             ret, not_done, m, last = nstep_window(
-                idx, self.n_step, self.gamma, self._reward, self._flags, self._next_off, ACT
+                idx, self.n_step, self.gamma, self._reward, self._flags, self._next_off, ACT,
+                stride=self.num_streams,
             )
             discount = np.power(self.gamma, m, dtype=np.float64).astype(np.float32).reshape(-1, 1)
-        next_rows = (last + self._next_off[last]) % self._rows
+        next_rows = (last + self.num_streams * self._next_off[last].astype(np.int64)) % self._rows
 
         action, action_t = self._alloc((len(idx), self.action_dim), np.dtype(np.float32))
         np.take(self._action, idx, axis=0, out=action, mode="wrap")
@@ -473,7 +526,9 @@ class DictReplayBuffer(BaseReplayBuffer):
         """The observations stored at ``rows`` as ``{key: (array, tensor_or_None)}`` (from ``alloc``)."""
         b, k = len(rows), self.frame_stack
         # frame j of the stack at row r: r - min(k-1-j, back[r]) (clamped at the sequence start)
-        src = rows[:, None] - np.minimum(self._offsets[None, :], self._back[rows][:, None])
+        # (one stream's rows are num_streams apart; the ring length is a multiple of it, so wrapping
+        # never leaves the stream)
+        src = rows[:, None] - self.num_streams * np.minimum(self._offsets[None, :], self._back[rows][:, None])
         out = {}
         image, image_t = alloc((b, k * self.frame_channels, *self.frame_shape[1:]), np.dtype(np.uint8))
         # mode="wrap" does the modulo of negative rows for free (and avoids np.take's buffered "raise")
@@ -506,6 +561,7 @@ class DictReplayBuffer(BaseReplayBuffer):
             "image_key": self.image_key,
             "frame_channels": self.frame_channels,
             "rows": self._rows,
+            "num_streams": self.num_streams,
             "written": self._written,
             "tail": self._tail,
             "pending": self._pending,
@@ -542,16 +598,27 @@ class DictReplayBuffer(BaseReplayBuffer):
             gamma=meta["gamma"],
             image_key=meta["image_key"],
             frame_channels=meta["frame_channels"],
+            num_streams=meta.get("num_streams", 1),  # files written before streams existed hold one
         )
         if buf._rows != meta["rows"]:
             raise ValueError(f"checkpoint has {meta['rows']} ring rows, this version allocates {buf._rows}")
         return buf
 
     def _set_counters(self, meta: dict[str, Any]) -> None:
-        self._written, self._tail, self._pending = meta["written"], meta["tail"], meta["pending"]
+        def per_stream(value: Any) -> list[int]:  # one int in files written before streams existed
+            values = [int(v) for v in (value if isinstance(value, list) else [value])]
+            if len(values) != self.num_streams:
+                raise ValueError(f"counter has {len(values)} streams, the buffer {self.num_streams}")
+            return values
+
+        self._written, self._tail = per_stream(meta["written"]), per_stream(meta["tail"])
+        self._pending = per_stream(meta["pending"])
         self._n_valid, self.sequence_breaks = meta["n_valid"], meta["sequence_breaks"]
-        if self._pending >= 0:
-            self._last_next = self._obs_at(self._pending % self._rows)
+        self._last_next = [None if p < 0 else self._obs_at(self._slot(p, s)) for s, p in enumerate(self._pending)]
+        filled = self._rows_filled()
+        streams = np.arange(filled) % self.num_streams
+        sampleable = self._sampleable(np.arange(filled))
+        self._stream_valid = [int(np.count_nonzero(sampleable & (streams == s))) for s in range(self.num_streams)]
 
 
 def _check_action(action: Any, action_dim: int) -> np.ndarray:

@@ -11,6 +11,13 @@ One env step in ``Trainer.run``:
 4. every ``eval_freq`` steps a seeded evaluation on a separate env; every ``checkpoint_freq`` steps an
    atomic checkpoint.
 
+Parallel envs (``training.num_envs`` = N > 1): the N envs (gymnasium's vector API, see
+``envs/vector.py``) step together; one batched forward picks N actions, each with its own exploration
+noise; each env keeps its own episode statistics, random explorer and episode seeds, and adds its
+transitions to its own stream of the replay buffer. ``step`` counts env steps (N per vector step), and
+every ``*_freq`` fires when the count crosses a multiple of it. N = 1 runs the single env in process,
+exactly as before.
+
 Short runs: if ``start_timesteps >= max_timesteps`` (the seed's 1000-step diagnostic with the default
 10,000) random exploration would fill the whole run and nothing would train, so exploration is then
 shortened to 10% of the run, and a ``[TRAIN]`` line says so. Updates also wait until the buffer holds
@@ -29,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from av_td3.config import Config
+from av_td3.config import Config, ConfigError
+from av_td3.envs.vector import EnvBatch, make_vector_env, select_envs
 from av_td3.io import atomic_write_text
 from av_td3.training import checkpoint as ckpt
 from av_td3.training.diagnostics import HealthMonitor, NonFiniteLossError, format_gradient_table
@@ -95,14 +103,18 @@ class Trainer:
         self.algo = cfg.algorithm.name
         _seed_everything(cfg.training.seed)
         self.rng = np.random.default_rng(cfg.training.seed)
-        self.env = make_env(cfg, training=True)  # first: a missing CARLA server fails here, before a run dir exists
+        self.num_envs = cfg.training.num_envs
+        # first: a missing CARLA server fails here, before a run dir exists
+        self.env = EnvBatch.single(make_env(cfg, training=True)) if self.num_envs == 1 else \
+            EnvBatch(make_vector_env(cfg, self.num_envs, cfg.training.vectorization))
         self._eval_env = None
         try:
             self.agent = build_agent(cfg, self.env.observation_space, device)
         except BaseException:
             self.env.close()  # e.g. CARLA: never leave a server in synchronous mode with nobody ticking
             raise
-        self.explorer = RandomExplorer(cfg.exploration, self.rng)
+        # one per env, all drawing from the run's RNG (N = 1: the single explorer of before)
+        self.explorers = [RandomExplorer(cfg.exploration, self.rng) for _ in range(self.num_envs)]
 
         total = cfg.training.max_timesteps
         self.start_timesteps = cfg.algorithm.start_timesteps
@@ -142,67 +154,75 @@ class Trainer:
                         start_updates=self.updates)
         self.log = log
         stop = _SignalFlag()
-        episode = EpisodeTracker()
-        obs, info = self.env.reset(seed=self._episode_seed())
-        self.explorer.reset()
+        n = self.num_envs
+        episodes = [EpisodeTracker() for _ in range(n)]
+        obs, _ = self.env.reset([self._episode_seed() for _ in range(n)])
+        for explorer in self.explorers:
+            explorer.reset()
         last_episode: dict[str, Any] | None = None
         env_time = update_time = 0.0
-        session_steps, session_updates, wall_start = 0, 0, time.perf_counter()
+        session_steps, updates_at_start, wall_start = 0, self.updates, time.perf_counter()
         stats: dict[str, Any] = {}
         try:
             while self.step < total:
-                # 1. act
+                # 1. act: one batched forward for the N envs, each with its own noise draw
                 exploring = self.step < self.start_timesteps
                 if exploring:
-                    action = self.explorer.sample()
+                    actions = np.stack([explorer.sample() for explorer in self.explorers])
                 else:
-                    action = self.agent.select_action(obs, noise=self.noise(self.step))
-                    if not np.isfinite(action).all():  # the networks diverged between two loss checks
+                    actions = self.agent.select_action(obs, noise=self.noise(self.step))
+                    if not np.isfinite(actions).all():  # the networks diverged between two loss checks
                         raise NonFiniteLossError(
-                            f"the policy's action became {action.tolist()} at step {self.step} (update {self.updates}): "
+                            f"the policy's action became {actions.tolist()} at step {self.step} (update {self.updates}): "
                             "the networks hold NaN/inf. Lower the learning rates (networks.*.learning_rate), "
                             "set algorithm.max_grad_norm, or check the reward scale.")
 
-                # 2. step the env and store the transition
+                # 2. step the envs and store each env's transition in its own buffer stream. N > 1: the
+                # envs step in their own processes while this one runs the updates the last step earned
+                # (3.), so collection and learning overlap (on a GPU the updates run while envs step).
                 t0 = time.perf_counter()
-                next_obs, reward, terminated, truncated, info = self.env.step(action)
+                if n > 1:
+                    self.env.step_async(actions)
+                    stats, update_time = self._learn(exploring, n, stats, update_time)
+                    t0 = time.perf_counter()
+                    next_obs, rewards, terminated, truncated, infos = self.env.step_wait()
+                else:
+                    next_obs, rewards, terminated, truncated, infos = self.env.step(actions)
                 env_time += time.perf_counter() - t0
-                if info.get("termination_reason") != "error":  # a failed tick (CARLA) is no real transition
-                    self._store(obs, action, next_obs, float(reward), terminated, truncated)
-                episode.add(float(reward), info)
-                self.health.observe_step(action, info["speed_kmh"], from_policy=not exploring)
+                prev_step = self.step
+                for i in range(n):
+                    info = infos[i]
+                    if info.get("termination_reason") != "error":  # a failed tick (CARLA) is no real transition
+                        self._store({k: v[i] for k, v in obs.items()}, actions[i], {k: v[i] for k, v in next_obs.items()},
+                                    float(rewards[i]), bool(terminated[i]), bool(truncated[i]), stream=i)
+                    episodes[i].add(float(rewards[i]), info)
+                    self.health.observe_step(actions[i], info["speed_kmh"], from_policy=not exploring)
+                self.step += n
+                session_steps += n
                 obs = next_obs
-                self.step += 1
-                session_steps += 1
 
-                if terminated or truncated:
-                    last_episode = self._end_episode(episode, info)
-                    episode = EpisodeTracker()
+                done = terminated | truncated
+                if done.any():
+                    for i in np.flatnonzero(done):
+                        last_episode = self._end_episode(episodes[i], infos[i])
+                        episodes[i] = EpisodeTracker()
+                    seeds = [self._episode_seed() if d else None for d in done]
                     t0 = time.perf_counter()
-                    obs, info = self.env.reset(seed=self._episode_seed())
+                    reset_obs, _ = self.env.reset(seeds, done)
                     env_time += time.perf_counter() - t0
-                    self.explorer.reset()
+                    obs = reset_obs if done.all() else select_envs(reset_obs, done, next_obs)
+                    for i in np.flatnonzero(done):
+                        self.explorers[i].reset()
 
-                # 3. learn
-                if not exploring and len(self.agent.replay_buffer) >= self.min_buffer:
-                    self._update_credit += cfg.training.updates_per_step
-                    t0 = time.perf_counter()
-                    while self._update_credit >= 1.0:
-                        stats = self.agent.train()
-                        self.updates += 1
-                        session_updates += 1
-                        self._update_credit -= 1.0
-                        if self.updates % cfg.logging.log_interval == 0 or self.updates == 1:
-                            self._log_update(stats)
-                        if self.debug and (self.updates == 1 or self.updates % cfg.logging.debug_gradient_interval == 0):
-                            self._print_gradient_table()
-                    update_time += time.perf_counter() - t0
+                # 3. learn (N > 1: done above, while the envs stepped)
+                if n == 1:
+                    stats, update_time = self._learn(exploring, n, stats, update_time)
 
                 # 4. evaluate, checkpoint, show progress
-                if cfg.training.eval_freq and self.step % cfg.training.eval_freq == 0:
+                if _crossed(prev_step, self.step, cfg.training.eval_freq):
                     _check_finite(stats, self.updates)  # never evaluate or save a NaN agent
                     self._evaluate(cfg.evaluation.num_episodes)
-                if cfg.training.checkpoint_freq and self.step % cfg.training.checkpoint_freq == 0:
+                if _crossed(prev_step, self.step, cfg.training.checkpoint_freq):
                     _check_finite(stats, self.updates)
                     self.save()
                 log.progress(self.step, self.updates, last_episode)
@@ -237,19 +257,39 @@ class Trainer:
         finally:
             stop.restore()
         wall = time.perf_counter() - wall_start
-        summary = self._summary(session_steps, session_updates, env_time, update_time, wall, final)
+        summary = self._summary(session_steps, self.updates - updates_at_start, env_time, update_time, wall, final)
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         log.record("summary", self.step, summary)
         log.close()
         return summary
 
     # -- steps of the loop --------------------------------------------------------------------------
-    def _store(self, obs, action, next_obs, reward: float, terminated: bool, truncated: bool) -> None:
-        """Dict observations go to the buffer as they are (end-to-end); frozen mode stores flat states."""
+    def _learn(self, exploring: bool, n: int, stats: dict[str, Any], update_time: float) -> tuple[dict[str, Any], float]:
+        """Run the updates the last vector step earned (``updates_per_step`` per env step, once the buffer
+        holds ``min_buffer``); returns the last update's statistics (``stats`` if none ran) and
+        ``update_time`` plus the seconds spent."""
+        cfg = self.cfg
+        if exploring or len(self.agent.replay_buffer) < self.min_buffer:
+            return stats, update_time
+        self._update_credit += cfg.training.updates_per_step * n
+        t0 = time.perf_counter()
+        while self._update_credit >= 1.0:
+            stats = self.agent.train()
+            self.updates += 1
+            self._update_credit -= 1.0
+            if self.updates % cfg.logging.log_interval == 0 or self.updates == 1:
+                self._log_update(stats)
+            if self.debug and (self.updates == 1 or self.updates % cfg.logging.debug_gradient_interval == 0):
+                self._print_gradient_table()
+        return stats, update_time + time.perf_counter() - t0
+
+    def _store(self, obs, action, next_obs, reward: float, terminated: bool, truncated: bool, stream: int = 0) -> None:
+        """Dict observations go to the buffer as they are (end-to-end), in env ``stream``'s stream; frozen
+        mode stores flat states (self-contained transitions: no streams needed)."""
         buf = self.agent.replay_buffer
         if self.agent.use_dict_buffer:
             buf.add(obs_dict=obs, action=action, next_obs_dict=next_obs, reward=reward,
-                    done=terminated, truncated=truncated)
+                    done=terminated, truncated=truncated, stream=stream)
         else:
             buf.add(state=self.agent.flatten_obs(obs), action=action, next_state=self.agent.flatten_obs(next_obs),
                     reward=reward, done=terminated, truncated=truncated)
@@ -334,8 +374,9 @@ class Trainer:
             "trainer": {"step": self.step, "updates": self.updates, "episodes": self.episodes,
                         "run_dir": str(self.run_dir),
                         "best_eval_reward": self.best_eval_reward, "update_credit": self._update_credit,
-                        "start_timesteps": self.start_timesteps},
-            "explorer": self.explorer.state_dict(),
+                        "start_timesteps": self.start_timesteps, "num_envs": self.num_envs},
+            # one explorer: the format of before; N: a list
+            "explorer": self.explorers[0].state_dict() if self.num_envs == 1 else [e.state_dict() for e in self.explorers],
             "rng": ckpt.capture_rng(self.rng),
         })
 
@@ -347,11 +388,21 @@ class Trainer:
         self.best_eval_reward, self._update_credit = t["best_eval_reward"], t["update_credit"]
         self.start_timesteps = t["start_timesteps"]
         self.noise.start = self.start_timesteps
-        self.explorer.load_state_dict(data["explorer"])
+        saved = data["explorer"] if isinstance(data["explorer"], list) else [data["explorer"]]
+        # a run resumed with another num_envs: explorers restart where there is no saved state
+        for explorer, state in zip(self.explorers, saved):
+            explorer.load_state_dict(state)
         ckpt.restore_rng(data["rng"], self.rng)
         buffer_file = Path(path).parent / ckpt.BUFFER
         if self.cfg.training.save_buffer and buffer_file.is_file():
-            self.agent.replay_buffer = type(self.agent.replay_buffer).load(buffer_file, device=self.device)
+            buffer = type(self.agent.replay_buffer).load(buffer_file, device=self.device)
+            streams = getattr(buffer, "num_streams", self.num_envs)
+            if self.agent.use_dict_buffer and streams != self.num_envs:
+                raise ConfigError(
+                    f"the replay buffer saved in {buffer_file} holds {streams} env streams but training.num_envs is "
+                    f"{self.num_envs}: resume with training.num_envs={streams}, or move {buffer_file.name} away to "
+                    "resume without it (training then refills a new buffer)")
+            self.agent.replay_buffer = buffer
             self.agent.replay_buffer.end_sequence()  # the interrupted episode is not continued
             print(f"[TRAIN] replay buffer restored: {len(self.agent.replay_buffer)} transitions")
         else:  # refill before updating: a few hundred correlated transitions would mislead the critic
@@ -416,6 +467,12 @@ def _check_finite(stats: dict[str, Any], updates: int) -> None:
             raise NonFiniteLossError(
                 f"{key} became {float(value)} by update {updates}. Lower the learning rates "
                 "(networks.*.learning_rate), set algorithm.max_grad_norm, or check the reward scale.")
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    """Did the step count pass a multiple of ``every`` (0 = never) going from ``before`` to ``after``?
+    With one env (after = before + 1) this is ``after % every == 0``."""
+    return bool(every) and after // every > before // every
 
 
 def _seed_everything(seed: int) -> None:
