@@ -2,7 +2,7 @@
 
 For every (scenario, seed) it trains ``av-td3 train --config CONFIG`` (a subprocess; ``--jobs`` of them
 at once), then plays every run and the classical controller on the same ``--episodes`` seeded evaluation
-episodes with ``av-td3 compare`` (evaluation seeds start at ``evaluation.seed`` = 10,000: disjoint from
+episodes with ``av-td3 compare`` (each run as soon as it is trained; evaluation seeds start at ``evaluation.seed`` = 10,000: disjoint from
 the training seeds, so every route and every traffic draw is one the policy never trained on). It prints
 one JSON object and writes it to ``--out``:
 
@@ -81,16 +81,29 @@ def train(scenario: int, seed: int, a: argparse.Namespace, work: Path) -> dict:
                                             "mean_abs_jerk_mps3", "lane_invasions_per_km")} for c in curve]}
 
 
-def compare(scenario: int, runs: list[dict], a: argparse.Namespace, work: Path) -> dict:
-    """Every run of ``scenario`` and the classical controller on the same held-out episodes."""
-    out = work / f"compare_s{scenario}"
-    args = ["compare", "--classical", "--episodes", str(a.episodes), "--scenario", str(scenario),
-            "--output", str(out), "--device", "cpu"]
-    for r in runs:
-        args += ["--checkpoint", f"seed{r['seed']}={r['run_dir']}"]
-    av_td3(*args, log=work / f"compare_s{scenario}.log", threads=a.threads)
-    policies = json.loads((out / "comparison.json").read_text())["policies"]
-    return {name: {m: res["aggregate"][m] for m in METRICS} for name, res in policies.items()}
+def compare(scenario: int, policies: dict[str, str], classical: bool, a: argparse.Namespace, work: Path) -> dict:
+    """Policies ``{name: run_dir}`` (and/or the classical controller) on the held-out episodes of ``scenario``."""
+    tag = "_".join(policies) or "classical"
+    out = work / f"compare_s{scenario}_{tag}"
+    args = ["compare", "--episodes", str(a.episodes), "--scenario", str(scenario), "--output", str(out),
+            "--device", a.device]
+    if classical:
+        args.append("--classical")
+    for name, run_dir in policies.items():
+        args += ["--checkpoint", f"{name}={run_dir}"]
+    for s in a.set:  # the same env settings as training (e.g. the route kind)
+        if s.startswith("env.") and not s.startswith("env.traffic_mix"):
+            args += ["--set", s]
+    av_td3(*args, log=work / f"compare_s{scenario}_{tag}.log", threads=a.threads)
+    results = json.loads((out / "comparison.json").read_text())["policies"]
+    return {name: {m: res["aggregate"][m] for m in METRICS} for name, res in results.items()}
+
+
+def train_and_judge(scenario: int, seed: int, a: argparse.Namespace, work: Path) -> dict:
+    """One training run, then its held-out evaluation (in the same worker, so runs overlap)."""
+    run = train(scenario, seed, a, work)
+    run["held_out"] = compare(scenario, {f"seed{seed}": run["run_dir"]}, False, a, work)[f"seed{seed}"]
+    return run
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,6 +127,11 @@ def aggregate(values: list[float], resamples: int = 5000, seed: int = 0) -> dict
             "ci_low": float(lo), "ci_high": float(hi), "n": int(x.size)}
 
 
+def _at_most(value: float | None, limit: float) -> bool:
+    """``value <= limit``; a metric that could not be measured (None, e.g. per km with 0 km) fails."""
+    return value is not None and value <= limit
+
+
 def floors(runs: list[dict], classical: dict, min_success: float) -> dict:
     """The main job's floors, per scenario: success, comfort (jerk) and lane invasions, per seed."""
     out = {}
@@ -123,9 +141,9 @@ def floors(runs: list[dict], classical: dict, min_success: float) -> dict:
         jerk_limit = 2.0 * ref["mean_abs_jerk_mps3"]["mean"]
         per_seed = {
             r["seed"]: {
-                "success": r["held_out"]["success_rate"]["mean"] >= min_success,
-                "jerk": r["held_out"]["mean_abs_jerk_mps3"]["mean"] <= jerk_limit,
-                "lane_invasions": r["held_out"]["lane_invasions_per_km"]["mean"] <= 1.0,
+                "success": (r["held_out"]["success_rate"]["mean"] or 0.0) >= min_success,
+                "jerk": _at_most(r["held_out"]["mean_abs_jerk_mps3"]["mean"], jerk_limit),
+                "lane_invasions": _at_most(r["held_out"]["lane_invasions_per_km"]["mean"], 1.0),
             } for r in rs
         }
         out[str(scenario)] = {
@@ -189,15 +207,11 @@ def main() -> int:
     a.work_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     jobs = [(sc, s) for sc in a.scenarios for s in a.seeds]
-    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-        runs = list(pool.map(lambda job: train(*job, a, a.work_dir), jobs))
-    classical = {}
-    for sc in a.scenarios:
-        rs = [r for r in runs if r["scenario"] == sc]
-        held_out = compare(sc, rs, a, a.work_dir)
-        classical[str(sc)] = held_out.pop("Classical")
-        for r in rs:
-            r["held_out"] = held_out[f"seed{r['seed']}"]
+    with ThreadPoolExecutor(max_workers=a.jobs + 1) as pool:
+        # the classical controller plays the same held-out episodes while the policies train
+        ref = {sc: pool.submit(compare, sc, {}, True, a, a.work_dir) for sc in a.scenarios}
+        runs = [f.result() for f in [pool.submit(train_and_judge, sc, s, a, a.work_dir) for sc, s in jobs]]
+        classical = {str(sc): f.result()["Classical"] for sc, f in ref.items()}
     agg = {str(sc): {m: aggregate([r["held_out"][m]["mean"] for r in runs if r["scenario"] == sc]) for m in METRICS}
            for sc in a.scenarios}
     result = {
