@@ -316,16 +316,27 @@ class BaseReplayBuffer(ABC):
         return tensor.to(self.device, non_blocking=self.device.type == "cuda")
 
     # ---------------------------------------------------------------------------------- checkpoints
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, stamp: dict[str, Any] | None = None) -> None:
         """Write the buffer (filled rows, write pointer, episode bookkeeping, RNG) to one ``.npz`` file,
         atomically (temp file + ``os.replace``: a crash never leaves a half-written file at ``path``).
 
         The file is written exactly at ``path`` (no ``.npz`` appended); missing parent folders are created.
+        ``stamp`` (JSON-able, e.g. the training checkpoint's step and id) is stored with it and read back
+        by :meth:`read_stamp`, so a checkpoint can tell its own buffer from another one.
         """
         meta, arrays = self._state()
         meta = {"format": FORMAT_VERSION, "class": type(self).__name__, "rng": self.rng.bit_generator.state, **meta}
+        if stamp is not None:
+            meta["stamp"] = stamp
         arrays = {"meta": np.array(json.dumps(meta)), **arrays}
-        atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path, lambda f: np.savez(f, **arrays), what="replay buffer")
+
+    @classmethod
+    def read_stamp(cls, path: str | os.PathLike) -> dict[str, Any] | None:
+        """The ``stamp`` a file was saved with (``None`` if none), without reading its transitions."""
+        with _NpzReader(os.fspath(path), cls.__name__) as reader:
+            stamp = reader.meta().get("stamp")
+        return stamp if isinstance(stamp, dict) else None
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None):

@@ -86,13 +86,16 @@ class RunLogger:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of a run's ``metrics.jsonl`` (a torn last line from a kill is skipped)."""
+    """All records of a run's ``metrics.jsonl``. Lines that are not a JSON object with a ``type`` (a
+    torn last line from a kill, a hand edit, bytes that are not UTF-8) are skipped."""
     path = Path(run_dir) / "metrics.jsonl"
     records = []
     if path.is_file():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(record, dict) and isinstance(record.get("type"), str):
+                records.append(record)
     return records
