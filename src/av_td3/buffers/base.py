@@ -161,6 +161,9 @@ class BaseReplayBuffer(ABC):
         self.gamma = float(gamma)
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)  # the default RNG of sample()
+        #: Actions must lie in [-action_bound, action_bound] (``None``: any finite action). The agent sets it
+        #: to its ``max_action``, so an action the env would clip is refused instead of stored unclipped.
+        self.action_bound: float | None = None
         self._out_pool: dict[tuple, list[np.ndarray]] = {}  # recycled sample outputs (see _alloc)
 
     # ----------------------------------------------------------------------------------- subclasses
@@ -328,6 +331,7 @@ class BaseReplayBuffer(ABC):
         meta = {"format": FORMAT_VERSION, "class": type(self).__name__, "rng": self.rng.bit_generator.state, **meta}
         if stamp is not None:
             meta["stamp"] = stamp
+        meta["action_bound"] = self.action_bound
         arrays = {"meta": np.array(json.dumps(meta)), **arrays}
         atomic_write(path, lambda f: np.savez(f, **arrays), what="replay buffer")
 
@@ -376,6 +380,7 @@ class BaseReplayBuffer(ABC):
             with reader.reading("settings", bad_setting):
                 buf._set_counters(meta)
                 buf.rng.bit_generator.state = meta["rng"]
+                buf.action_bound = meta.get("action_bound")
             with reader.reading("settings"):
                 _check_rows(rows, buf._rows_filled())
         return buf
@@ -383,7 +388,7 @@ class BaseReplayBuffer(ABC):
     def state_dict(self) -> dict[str, Any]:
         """``{"meta": dict, "arrays": {name: ndarray}}``, the content ``save`` writes (arrays not copied)."""
         meta, arrays = self._state()
-        return {"meta": {"rng": self.rng.bit_generator.state, **meta}, "arrays": arrays}
+        return {"meta": {"rng": self.rng.bit_generator.state, "action_bound": self.action_bound, **meta}, "arrays": arrays}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: str | torch.device | None = None):
@@ -395,6 +400,7 @@ class BaseReplayBuffer(ABC):
         buf._set_counters(meta)
         _check_rows({name: len(arrays[name]) for name in buf._storage()}, buf._rows_filled())
         buf.rng.bit_generator.state = meta["rng"]
+        buf.action_bound = meta.get("action_bound")
         return buf
 
 
