@@ -207,3 +207,21 @@ def test_run_names_cannot_escape_the_log_dir(tmp_path, name):
                    *FAST], cwd=tmp_path, timeout=120)
     assert res.returncode == 2 and "must be a plain folder name inside --log-dir" in res.stderr, res.stderr[-2000:]
     assert not (tmp_path / "escaped").exists() and not os.path.exists("/tmp/av_td3_abs_escape")
+
+
+def test_a_second_signal_outside_a_save_stops_at_once_and_inside_a_save_abandons_it():
+    from av_td3.training.trainer import TrainingAborted, _SaveAbandoned, _SignalFlag
+
+    flag = _SignalFlag()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert flag.signum == signal.SIGINT  # the first one only asks for a checkpoint at the end of the step
+        with pytest.raises(TrainingAborted, match="second SIGINT before saving"):
+            os.kill(os.getpid(), signal.SIGINT)
+        flag.saving = True
+        with pytest.raises(_SaveAbandoned):
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert flag.abandoned
+        os.kill(os.getpid(), signal.SIGINT)  # a third press while leaving is ignored, not a traceback
+    finally:
+        flag.restore()
