@@ -99,7 +99,9 @@ def kill_loop(workdir: Path, kills: int, max_steps: int, checkpoint_freq: int = 
               max_delay_s: float = 3.0, seed: int = 0, timeout_s: float = 300.0) -> dict:
     """Run the loop in ``workdir``; returns counts (raises AssertionError on the first inconsistency)."""
     rng = random.Random(seed)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    src = str(ROOT / "src")  # this checkout's av_td3 in the training processes, installed or not
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}
     run = workdir / "run"
     survived, delays, kill_steps, finished_early = 0, [], [], 0
     for round_ in range(kills + 1):

@@ -48,7 +48,12 @@ class RunLogger:
     # -- records ----------------------------------------------------------------------------------
     def record(self, kind: str, step: int, values: Mapping[str, Any]) -> None:
         """One line of ``metrics.jsonl``: ``{"type": kind, "step": step, ...values}``."""
-        self._jsonl.write(json.dumps({"type": kind, "step": step, **_plain(dict(values))}) + "\n")
+        try:
+            self._jsonl.write(json.dumps({"type": kind, "step": step, **_plain(dict(values))}) + "\n")
+        except OSError as exc:  # a full disk: say which file, not a bare errno from a file object
+            from av_td3.io import storage_error
+
+            raise storage_error(exc, "appending to the metrics log", self.run_dir / "metrics.jsonl") from None
 
     def scalars(self, prefix: str, step: int, values: Mapping[str, Any]) -> None:
         if self._tb is None:

@@ -427,11 +427,13 @@ class Trainer:
         if earlier:
             later_files = [latest, self.run_dir / "summary.json"]
             try:
-                record = ckpt.load_checkpoint(latest).get("buffer")
-                if record:
-                    later_files.append(self.ckpt_dir / record["file"])
+                data = ckpt.load_checkpoint(latest)
+                earlier = ckpt.checkpoint_step(data) > self.step
+                if data.get("buffer"):
+                    later_files.append(self.ckpt_dir / data["buffer"]["file"])
             except Exception:  # a damaged latest.pt is moved aside all the same
                 pass
+        if earlier:
             target = move_aside(self.run_dir, f"after-step{self.step}", later_files,
                                 {"metrics.jsonl": "".join(line + "\n" for line in later)})
             if target is not None:
