@@ -45,6 +45,7 @@ def test_metrics_lines_that_are_not_records_are_skipped(tmp_path):
     assert read_metrics(tmp_path) == [good]
 
 
+@pytest.mark.slow
 def test_report_and_resume_survive_a_metrics_line_that_is_not_an_object(tmp_path):
     base = [SCRIPT, "--device", "cpu", "--log-dir", str(tmp_path), "--run-name", "m", *FAST, "--eval-freq", "0"]
     assert run_cli(base + ["--max-timesteps", "30"], cwd=tmp_path).returncode == 0

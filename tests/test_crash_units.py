@@ -63,6 +63,7 @@ def _latest(run):
     return torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_buffer_and_its_checkpoint_resumes_a_consistent_pair(tmp_path):
     args = _train_args(tmp_path, "k", "--max-timesteps", "90", "--checkpoint-freq", "30", "--save-buffer")
     res = _driver(tmp_path, 60, "kill", args)
@@ -81,6 +82,7 @@ def test_a_kill_between_the_buffer_and_its_checkpoint_resumes_a_consistent_pair(
     assert len(DictReplayBuffer.load(run / "checkpoints" / buffers[0])) == 90
 
 
+@pytest.mark.slow
 def test_resuming_an_earlier_checkpoint_moves_the_later_work_aside(tmp_path):
     base = _train_args(tmp_path, "e", "--checkpoint-freq", "30", "--save-buffer")
     assert run_cli(["-m", "av_td3.cli", *base, "--max-timesteps", "30"], cwd=tmp_path).returncode == 0
@@ -125,6 +127,7 @@ def test_a_buffer_from_another_save_is_refused(tmp_path):
     assert len(restored) == 1 and "1 transitions" in why
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_during_the_save_abandons_it_cleanly(tmp_path):
     args = _train_args(tmp_path, "c", "--max-timesteps", "90", "--checkpoint-freq", "30", "--save-buffer")
     res = _driver(tmp_path, 60, "ctrl-c-twice", args)
@@ -142,6 +145,7 @@ def test_a_second_ctrl_c_during_the_save_abandons_it_cleanly(tmp_path):
     assert _latest(run)["buffer"]["transitions"] == 90
 
 
+@pytest.mark.slow
 def test_a_run_that_died_before_its_first_checkpoint_can_be_started_again(tmp_path):
     args = _train_args(tmp_path, "d", "--max-timesteps", "60", "--checkpoint-freq", "30")
     assert _driver(tmp_path, 30, "kill", args).returncode == 137
