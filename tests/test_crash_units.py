@@ -229,3 +229,25 @@ def test_a_second_signal_outside_a_save_stops_at_once_and_inside_a_save_abandons
         os.kill(os.getpid(), signal.SIGINT)  # a third press while leaving is ignored, not a traceback
     finally:
         flag.restore()
+
+
+@pytest.mark.slow
+def test_two_quick_ctrl_c_never_print_a_traceback(tmp_path):
+    args = [sys.executable, SCRIPT, "--device", "cpu", "--log-dir", str(tmp_path), "--run-name", "q", *FAST,
+            "--max-timesteps", "100000", "--checkpoint-freq", "0", "--eval-freq", "0", "--save-buffer"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "q" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.is_file() and metrics.stat().st_size > 0):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "Traceback" not in err + out
+    # whichever moment the second press hit (before, during or after the save), one line says where things stand
+    said = [x for x in (out + err).splitlines()
+            if "valid checkpoint" in x or "checkpoint saved at" in x or "no checkpoint was saved yet" in x]
+    assert len(said) == 1, out[-2000:] + err[-2000:]

@@ -128,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _storage_errors() as exc:
         print(f"av-td3: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside training's own handling (evaluate, compare, a late second press)
+        print("av-td3: interrupted (Ctrl-C); files written so far are complete (saves are atomic)", file=sys.stderr)
+        return 128 + 2
 
 
 def _storage_errors() -> tuple[type[BaseException], ...]:

@@ -75,8 +75,9 @@ class EpisodeTracker:
         }
 
 
-class TrainingAborted(Exception):
-    """A second Ctrl-C/SIGTERM: stop now, without finishing (or after abandoning) a save."""
+class TrainingAborted(BaseException):
+    """A second Ctrl-C/SIGTERM: stop now, without finishing (or after abandoning) a save. A BaseException,
+    like KeyboardInterrupt, so that no `except Exception` in an env or library swallows it."""
 
     def __init__(self, signum: int, message: str):
         super().__init__(message)
