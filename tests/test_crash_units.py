@@ -251,3 +251,22 @@ def test_two_quick_ctrl_c_never_print_a_traceback(tmp_path):
     said = [x for x in (out + err).splitlines()
             if "valid checkpoint" in x or "checkpoint saved at" in x or "no checkpoint was saved yet" in x]
     assert len(said) == 1, out[-2000:] + err[-2000:]
+
+
+def test_a_separate_checkpoint_dir_is_locked_with_the_run_and_released(tmp_path):
+    from av_td3.training.run_dir import RunLock, RunLockedError
+
+    ck = tmp_path / "ck"
+    base = [SCRIPT, "--device", "cpu", "--log-dir", str(tmp_path / "logs"), "--run-name", "s", *FAST,
+            "--eval-freq", "0", "--checkpoint-dir", str(ck), "--save-buffer"]
+    assert run_cli(base + ["--max-timesteps", "30"], cwd=tmp_path).returncode == 0
+    with RunLock(ck, "--checkpoint-dir"):  # another run using this checkpoint folder right now
+        res = run_cli([SCRIPT, "--resume", "auto", "--checkpoint-dir", str(ck), "--set", "training.max_timesteps=40"],
+                      cwd=tmp_path, timeout=120)
+        assert res.returncode == 2 and f"--checkpoint-dir {ck} is in use by another training" in res.stderr
+        with pytest.raises(RunLockedError):
+            RunLock(ck).acquire()
+    res = run_cli([SCRIPT, "--resume", "auto", "--checkpoint-dir", str(ck), "--set", "training.max_timesteps=40",
+                   "--set", "logging.progress_bar=false"], cwd=tmp_path)
+    assert res.returncode == 0 and "replay buffer restored: 30 transitions" in res.stdout, res.stderr[-2000:]
+    assert torch.load(ck / "latest.pt", weights_only=False)["trainer"]["step"] == 40

@@ -213,8 +213,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(cfg.training.device)
 
     lock = RunLock(run_dir).acquire()  # a second training on this run fails here, at once
+    locks = [lock]
     started = False
     try:
+        if checkpoint_dir is not None and Path(checkpoint_dir).resolve() != (run_dir / "checkpoints").resolve():
+            locks.append(RunLock(checkpoint_dir, "--checkpoint-dir").acquire())  # shared by two runs: same problem
         if leftovers:
             moved = move_aside(run_dir, "stopped-before-first-checkpoint", leftovers)
             print(f"[TRAIN] {run_dir} held a run that stopped before its first checkpoint (nothing to resume): "
@@ -233,7 +236,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         finally:
             trainer.close()
     finally:
-        lock.release(remove_dir_if_unused=not started)
+        for held in reversed(locks):
+            held.release(remove_dir_if_unused=not started)
 
     from av_td3.report.markdown import write_report
 

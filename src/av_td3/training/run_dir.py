@@ -45,10 +45,10 @@ class RunLock:
     ``created_dir`` tells whether acquiring created the run directory (so a failed start can remove it).
     """
 
-    def __init__(self, run_dir: str | os.PathLike):
+    def __init__(self, run_dir: str | os.PathLike, what: str = "run directory"):
         from filelock import FileLock
 
-        self.run_dir = Path(run_dir)
+        self.run_dir, self.what = Path(run_dir), what
         self.created_dir = False
         self._lock = FileLock(str(self.run_dir / LOCK), timeout=0)
 
@@ -62,7 +62,7 @@ class RunLock:
             self._lock.acquire()
         except Timeout:
             raise RunLockedError(
-                f"run directory {self.run_dir} is in use by another training ({_owner(self.run_dir)}); wait for it "
+                f"{self.what} {self.run_dir} is in use by another training ({_owner(self.run_dir)}); wait for it "
                 "to finish or stop it (Ctrl-C saves a checkpoint), or pick another --run-name") from None
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                  "command": " ".join(sys.argv[:1] + sys.argv[1:8])}
