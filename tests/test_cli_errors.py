@@ -39,8 +39,10 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_new_run_refuses_an_existing_run_directory(tmp_path):
-    (tmp_path / "logs" / "taken").mkdir(parents=True)
+    # a run with a checkpoint must be resumed (one that never reached a checkpoint restarts: test_crash_units)
+    (tmp_path / "logs" / "taken" / "checkpoints").mkdir(parents=True)
     (tmp_path / "logs" / "taken" / "metrics.jsonl").write_text("")
+    (tmp_path / "logs" / "taken" / "checkpoints" / "latest.pt").write_bytes(b"")
     res = run_cli([SCRIPT, "--max-timesteps", "10", "--log-dir", str(tmp_path / "logs"), "--run-name", "taken"],
                   cwd=tmp_path, timeout=120)
     assert res.returncode == 2 and "already holds a run" in res.stderr and "--resume auto" in res.stderr

@@ -30,8 +30,9 @@ def test_save_buffer_before_the_first_evaluation_then_resume(tmp_path):
     res = run_cli(base + ["--max-timesteps", "60", "--checkpoint-freq", "30", "--eval-freq", "0", "--save-buffer"],
                   cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    buffer_file = tmp_path / "b" / "checkpoints" / "buffer.npz"
-    assert buffer_file.is_file()
+    # the buffer is saved as the checkpoint's own file, named after its step (one file left)
+    assert [p.name for p in (tmp_path / "b" / "checkpoints").glob("buffer*.npz")] == [
+        torch.load(tmp_path / "b" / "checkpoints" / "latest.pt", weights_only=False)["buffer"]["file"]]
 
     res = run_cli([SCRIPT, "--resume", "auto", "--log-dir", str(tmp_path), "--run-name", "b",
                    "--set", "training.max_timesteps=90", "--set", "logging.progress_bar=false"], cwd=tmp_path)
@@ -45,12 +46,12 @@ def test_truncated_buffer_file_is_a_clear_error(tmp_path):
     base = [SCRIPT, "--device", "cpu", "--log-dir", str(tmp_path), "--run-name", "t", *FAST,
             "--set", "algorithm.start_timesteps=20"]
     assert run_cli(base + ["--max-timesteps", "40", "--eval-freq", "0", "--save-buffer"], cwd=tmp_path).returncode == 0
-    buffer_file = tmp_path / "t" / "checkpoints" / "buffer.npz"
+    (buffer_file,) = (tmp_path / "t" / "checkpoints").glob("buffer-step*.npz")
     buffer_file.write_bytes(buffer_file.read_bytes()[:5000])
     res = run_cli([SCRIPT, "--resume", "auto", "--log-dir", str(tmp_path), "--run-name", "t",
                    "--set", "training.max_timesteps=60"], cwd=tmp_path)
     assert res.returncode == 2, res.stdout + res.stderr
-    assert "buffer.npz" in res.stderr and "Traceback" not in res.stderr
+    assert buffer_file.name in res.stderr and "Traceback" not in res.stderr
 
 
 def test_truncated_checkpoint_on_resume_keeps_the_run_intact(tmp_path):

@@ -124,6 +124,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as exc:
         print(f"av-td3: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an OS fault nobody explained closer to where it happened
+        from av_td3.io import storage_error
+
+        exc = storage_error(exc, "accessing")
+        print(f"av-td3: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except _storage_errors() as exc:
+        print(f"av-td3: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:  # Ctrl-C outside training's own handling (evaluate, compare, a late second press)
+        print("av-td3: interrupted (Ctrl-C); files written so far are complete (saves are atomic)", file=sys.stderr)
+        return 128 + 2
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    from av_td3.io import StorageError
+
+    return (StorageError,)
 
 
 def _carla_servers_cli():
@@ -137,9 +155,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from av_td3.io import CorruptFileError
     from av_td3.agents.td3 import AgentStateMismatchError
     from av_td3.training.setup import DeviceUnavailableError
+    from av_td3.training.run_dir import RunLockedError, RunNameError
 
     errors: list[type[BaseException]] = [UsageError, ConfigError, CorruptFileError, FileNotFoundError,
-                                         BufferTooLargeError, DeviceUnavailableError, AgentStateMismatchError]
+                                         BufferTooLargeError, DeviceUnavailableError, AgentStateMismatchError,
+                                         RunLockedError, RunNameError]
     try:
         from av_td3.envs.carla.errors import CarlaUnavailableError
 
@@ -165,12 +185,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     from av_td3.training.checkpoint import find_checkpoint, load_checkpoint, run_dir_of, saved_config
     from av_td3.training.setup import resolve_device
     from av_td3.training.diagnostics import NonFiniteLossError
-    from av_td3.training.trainer import Trainer, TrainingInterrupted
+    from av_td3.io import check_writable_dir
+    from av_td3.training.run_dir import RunLock, check_run_name, move_aside, restartable_leftovers
+    from av_td3.training.trainer import Trainer, TrainingAborted, TrainingInterrupted
 
     resume_from = None
+    leftovers: list[Path] = []
     checkpoint_dir = args.checkpoint_dir
     if args.resume:
         probe = resolve_train_config(args)
+        if probe.logging.run_name:
+            check_run_name(probe.logging.run_name)
         target = args.resume
         if target == "auto" and checkpoint_dir is not None and (checkpoint_dir / "latest.pt").is_file():
             target = checkpoint_dir / "latest.pt"
@@ -183,26 +208,47 @@ def cmd_train(args: argparse.Namespace) -> int:
         checkpoint_dir = checkpoint_dir or resume_from.parent
     else:
         cfg = resolve_train_config(args)
-        name = cfg.logging.run_name or f"{cfg.algorithm.name}_{cfg.env.name}_s{cfg.env.scenario}_{time.strftime('%Y%m%d-%H%M%S')}"
+        name = check_run_name(cfg.logging.run_name) if cfg.logging.run_name else \
+            f"{cfg.algorithm.name}_{cfg.env.name}_s{cfg.env.scenario}_{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(cfg.logging.log_dir) / name
         if (run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir():
-            raise UsageError(f"run directory {run_dir} already holds a run; continue it with --resume auto "
-                             f"--run-name {name}, or pick another --run-name")
+            leftovers = restartable_leftovers(run_dir, checkpoint_dir)
+            if leftovers is None:
+                raise UsageError(f"run directory {run_dir} already holds a run; continue it with --resume auto "
+                                 f"--run-name {name}, or pick another --run-name")
+    # Where the run writes must be writable before anything starts (not at the first save).
+    check_writable_dir(run_dir, "run directory (--log-dir/--run-name)")
+    if checkpoint_dir is not None:
+        check_writable_dir(checkpoint_dir, "--checkpoint-dir")
     algo = cfg.algorithm.name
     device = resolve_device(cfg.training.device)
 
-    print(f"[TRAIN] {algo.upper()} on {cfg.env.name} scenario {cfg.env.scenario}, {cfg.training.max_timesteps} steps, device {device}")
-    trainer = Trainer(cfg, run_dir, device, checkpoint_dir=checkpoint_dir, debug=args.debug,
-                      resume_from=resume_from)
-    print(f"[TRAIN] run directory: {run_dir}")  # only once it exists (the env and agent could be built)
+    lock = RunLock(run_dir).acquire()  # a second training on this run fails here, at once
+    locks = [lock]
+    started = False
     try:
-        summary = trainer.run()
-    except TrainingInterrupted as exc:
-        return 128 + exc.signum
-    except NonFiniteLossError:
-        return 3  # the trainer printed what happened and where the state was saved
+        if checkpoint_dir is not None and Path(checkpoint_dir).resolve() != (run_dir / "checkpoints").resolve():
+            locks.append(RunLock(checkpoint_dir, "--checkpoint-dir").acquire())  # shared by two runs: same problem
+        if leftovers:
+            moved = move_aside(run_dir, "stopped-before-first-checkpoint", leftovers)
+            print(f"[TRAIN] {run_dir} held a run that stopped before its first checkpoint (nothing to resume): "
+                  f"starting it again; its files were moved to {moved}")
+        print(f"[TRAIN] {algo.upper()} on {cfg.env.name} scenario {cfg.env.scenario}, {cfg.training.max_timesteps} steps, device {device}")
+        trainer = Trainer(cfg, run_dir, device, checkpoint_dir=checkpoint_dir, debug=args.debug,
+                          resume_from=resume_from)
+        started = True
+        print(f"[TRAIN] run directory: {run_dir}")  # only once it exists (the env and agent could be built)
+        try:
+            summary = trainer.run()
+        except (TrainingInterrupted, TrainingAborted) as exc:
+            return 128 + exc.signum
+        except NonFiniteLossError:
+            return 3  # the trainer printed what happened and where the state was saved
+        finally:
+            trainer.close()
     finally:
-        trainer.close()
+        for held in reversed(locks):
+            held.release(remove_dir_if_unused=not started)
 
     from av_td3.report.markdown import write_report
 
@@ -233,6 +279,7 @@ def _evaluation_video(trainer, run_dir: Path) -> Path:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from av_td3.io import check_writable_dir
     from av_td3.training.checkpoint import find_checkpoint
     from av_td3.training.evaluation import evaluate
     from av_td3.training.policies import load_checkpoint_policy
@@ -250,6 +297,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     out = args.output or run_dir / "eval"
+    check_writable_dir(out, "--output" if args.output else "evaluation output directory")
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(cfg)
     try:
@@ -278,6 +326,9 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     if args.env is not None:
         overrides.append(f"env.name={args.env}")
     cfg = load_config(args.config, overrides)
+    from av_td3.io import check_writable_dir
+
+    check_writable_dir(args.output, "--output")
     seed = cfg.evaluation.seed if args.seed is None else args.seed
     policy = make_classical_policy(cfg)
     env = make_env(cfg)
@@ -305,6 +356,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if not args.checkpoints and not args.classical:
         raise UsageError("nothing to compare: pass --checkpoint NAME=PATH (repeatable) and/or --classical")
+    from av_td3.io import check_writable_dir
+
+    check_writable_dir(args.output, "--output")  # before the episodes, not after them
     overrides = [f"env.scenario={args.scenario}", *args.overrides]
     if args.env is not None:
         overrides.append(f"env.name={args.env}")
@@ -335,6 +389,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if not (args.run_dir / "metrics.jsonl").is_file():
         raise UsageError(f"{args.run_dir} is not a run directory (no metrics.jsonl); pass e.g. runs/<name>")
+    from av_td3.io import check_writable_dir
+
+    check_writable_dir(args.run_dir, "run directory (the report is written into it)")
     print(f"[REPORT] {write_report(args.run_dir)}")
     return 0
 

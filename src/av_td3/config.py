@@ -34,7 +34,7 @@ class ConfigError(ValueError):
 class StrictModel(BaseModel):
     """Base for every config section: unknown keys are errors, assignment is validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -204,6 +204,9 @@ def load_config(
             loaded = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); save it as "
+                              "UTF-8 YAML, e.g. configs/td3.yaml") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path} must contain a mapping of sections (env:, algorithm:, ...), got {type(loaded).__name__}")
         raw = _deep_merge(raw, loaded)

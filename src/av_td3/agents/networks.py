@@ -34,6 +34,9 @@ class NatureCNN(nn.Module):
         height, width = int(image_size[0]), int(image_size[1])
         if height < 36 or width < 36:
             raise ValueError(f"NatureCNN needs images of at least 36x36 pixels, got image_size={(height, width)}")
+        if int(input_channels) < 1 or int(feature_dim) < 1:
+            raise ValueError(f"NatureCNN needs input_channels >= 1 (frames x colour channels, e.g. 4) and "
+                             f"feature_dim >= 1, got input_channels={input_channels}, feature_dim={feature_dim}")
         self.input_channels, self.feature_dim, self.image_size = int(input_channels), int(feature_dim), (height, width)
         self.conv = nn.Sequential(
             nn.Conv2d(input_channels, 32, kernel_size=8, stride=4), nn.ReLU(inplace=True),

@@ -60,6 +60,9 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
+import pickle
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -129,6 +132,7 @@ class TD3Agent:
             # the default name: this agent's config (and so its checkpoints) records what it really is
             cfg = cfg.model_copy(update={"algorithm": alg.model_copy(update={"name": self.ALGO})})
             alg, nets = cfg.algorithm, cfg.networks
+        _check_init_arguments(state_dim, action_dim, max_action, device)
         self.config, self.device = cfg, torch.device(device)
         self.state_dim, self.action_dim, self.max_action = int(state_dim), int(action_dim), float(max_action)
         self.discount, self.tau, self.policy_freq = alg.discount, alg.tau, alg.policy_freq
@@ -172,6 +176,10 @@ class TD3Agent:
             raise ValueError(f"cnn_extractor.feature_dim={feature_dim} but networks.cnn.feature_dim="
                              f"{self.config.networks.cnn.feature_dim}; make them equal")
         channels, image_size = int(getattr(cnn, "input_channels", 4)), tuple(getattr(cnn, "image_size", (84, 84)))
+        if space is None and self.state_dim <= feature_dim:
+            raise ValueError(f"state_dim={self.state_dim} leaves no room for the vector observation: state_dim is "
+                             f"the CNN's features ({feature_dim}) + the vector's size (23 with 10 waypoints), e.g. "
+                             f"state_dim={feature_dim + 23}")
         if space is None:
             space = spaces.Dict({
                 IMAGE_KEY: spaces.Box(0, 255, (channels, *image_size), np.uint8),
@@ -257,6 +265,7 @@ class TD3Agent:
                                                   num_streams=min(cfg.training.num_envs, size), **common)
         else:
             self.replay_buffer = ReplayBuffer(self.state_dim, self.action_dim, size, **common)
+        self.replay_buffer.action_bound = self.max_action  # refuse actions the env would clip
 
     def _log_setup(self, cnn: nn.Module | None, use_dict_buffer: bool, alg) -> None:
         if self.cnn_trainable:
@@ -286,6 +295,9 @@ class TD3Agent:
 
         ``noise`` is the Gaussian exploration std as a fraction of ``max_action``.
         """
+        if not isinstance(noise, (int, float, np.number)) or not math.isfinite(noise) or noise < 0:
+            raise ValueError(f"select_action: noise is the exploration std as a fraction of max_action and must be "
+                             f"a finite number >= 0 (0 for evaluation), got {noise!r}")
         x, batched = self._policy_input(obs)
         state = self.encoder(x) if self.actor_encoder is None else self.actor_encoder(x)
         action = self.actor(state).cpu().numpy()
@@ -584,14 +596,68 @@ class TD3Agent:
 
 
 def _read_checkpoint(path: Path, device: Any) -> dict[str, Any]:
+    """The agent state in ``path``: a file of ``TD3Agent.save`` (read weights-only) or a training
+    checkpoint of ``av-td3 train`` (``latest.pt``/``best.pt``: the agent is taken out of it)."""
     if not path.is_file():
         raise FileNotFoundError(f"TD3Agent checkpoint not found: {path}")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError:  # a readable file with more than weights: maybe a training checkpoint
+        state = _agent_of_training_checkpoint(path, device)
     except Exception as exc:  # truncated zip, bad pickle, wrong file: torch raises several types
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first_line = _plain_text(str(exc).strip().splitlines()[0]) if str(exc).strip() else ""
         raise CorruptFileError(f"TD3Agent checkpoint {path} is corrupt or truncated ({type(exc).__name__}: "
                                f"{first_line}); point to another checkpoint") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CorruptFileError(f"{path} is not a TD3Agent checkpoint (no '{CHECKPOINT_FORMAT}' marker)")
     return state
+
+
+def _agent_of_training_checkpoint(path: Path, device: Any) -> dict[str, Any]:
+    from av_td3.training.checkpoint import load_checkpoint
+
+    try:
+        data = load_checkpoint(path)  # full unpickling, as resuming does: only for files the user names
+    except CorruptFileError as exc:
+        raise CorruptFileError(f"{path} is neither a TD3Agent file (TD3Agent.save) nor a readable av-td3 training "
+                               f"checkpoint ({exc}); point to one of those") from None
+    agent = data.get("agent")
+    if not isinstance(agent, dict):
+        raise CorruptFileError(f"training checkpoint {path} holds no agent state")
+    return {k: _to_device(v, device) for k, v in agent.items()}
+
+
+def _to_device(value: Any, device: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def _plain_text(text: str) -> str:
+    """``text`` without terminal colour codes (torch puts some in its weights-only errors)."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def _check_init_arguments(state_dim: Any, action_dim: Any, max_action: Any, device: Any) -> None:
+    """Arguments that would otherwise fail deep inside torch/numpy, or train nonsense."""
+    for name, value in (("state_dim", state_dim), ("action_dim", action_dim)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"TD3Agent: {name} must be an integer >= 1, got {value!r}")
+    try:
+        max_action = float(max_action)
+    except (TypeError, ValueError):
+        raise ValueError(f"TD3Agent: max_action must be a number, got {max_action!r}") from None
+    if not math.isfinite(max_action) or max_action <= 0:
+        raise ValueError(f"TD3Agent: max_action must be finite and > 0 (actions lie in [-max_action, max_action], "
+                         f"1.0 for the driving envs), got {max_action}")
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"TD3Agent: device {device!r} is not a torch device ({exc}); use 'cpu' or 'cuda'") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        from av_td3.training.setup import DeviceUnavailableError
+
+        raise DeviceUnavailableError(f"TD3Agent(device={device!r}): torch sees no CUDA GPU on this machine; use "
+                                     "device='cpu' (or av_td3.training.setup.resolve_device('auto'))")

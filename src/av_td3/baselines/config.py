@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class ClassicalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     # Speed: PID on the speed error (m/s) -> throttle_brake in [-1, 1].
     target_speed_kmh: float = Field(30.0, gt=0, le=130, description="Cruise speed on straight road, km/h.")

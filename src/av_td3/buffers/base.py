@@ -164,6 +164,9 @@ class BaseReplayBuffer(ABC):
         self.gamma = float(gamma)
         self.device = torch.device(device)
         self.rng = np.random.default_rng(seed)  # the default RNG of sample()
+        #: Actions must lie in [-action_bound, action_bound] (``None``: any finite action). The agent sets it
+        #: to its ``max_action``, so an action the env would clip is refused instead of stored unclipped.
+        self.action_bound: float | None = None
         self._out_pool: dict[tuple, list[np.ndarray]] = {}  # recycled sample outputs (see _alloc)
 
     # ----------------------------------------------------------------------------------- subclasses
@@ -319,16 +322,28 @@ class BaseReplayBuffer(ABC):
         return tensor.to(self.device, non_blocking=self.device.type == "cuda")
 
     # ---------------------------------------------------------------------------------- checkpoints
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike, stamp: dict[str, Any] | None = None) -> None:
         """Write the buffer (filled rows, write pointer, episode bookkeeping, RNG) to one ``.npz`` file,
         atomically (temp file + ``os.replace``: a crash never leaves a half-written file at ``path``).
 
         The file is written exactly at ``path`` (no ``.npz`` appended); missing parent folders are created.
+        ``stamp`` (JSON-able, e.g. the training checkpoint's step and id) is stored with it and read back
+        by :meth:`read_stamp`, so a checkpoint can tell its own buffer from another one.
         """
         meta, arrays = self._state()
         meta = {"format": FORMAT_VERSION, "class": type(self).__name__, "rng": self.rng.bit_generator.state, **meta}
+        if stamp is not None:
+            meta["stamp"] = stamp
+        meta["action_bound"] = self.action_bound
         arrays = {"meta": np.array(json.dumps(meta)), **arrays}
-        atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path, lambda f: np.savez(f, **arrays), what="replay buffer")
+
+    @classmethod
+    def read_stamp(cls, path: str | os.PathLike) -> dict[str, Any] | None:
+        """The ``stamp`` a file was saved with (``None`` if none), without reading its transitions."""
+        with _NpzReader(os.fspath(path), cls.__name__) as reader:
+            stamp = reader.meta().get("stamp")
+        return stamp if isinstance(stamp, dict) else None
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | torch.device | None = None):
@@ -368,6 +383,7 @@ class BaseReplayBuffer(ABC):
             with reader.reading("settings", bad_setting):
                 buf._set_counters(meta)
                 buf.rng.bit_generator.state = meta["rng"]
+                buf.action_bound = meta.get("action_bound")
             with reader.reading("settings"):
                 _check_rows(rows, buf._rows_filled())
         return buf
@@ -375,7 +391,7 @@ class BaseReplayBuffer(ABC):
     def state_dict(self) -> dict[str, Any]:
         """``{"meta": dict, "arrays": {name: ndarray}}``, the content ``save`` writes (arrays not copied)."""
         meta, arrays = self._state()
-        return {"meta": {"rng": self.rng.bit_generator.state, **meta}, "arrays": arrays}
+        return {"meta": {"rng": self.rng.bit_generator.state, "action_bound": self.action_bound, **meta}, "arrays": arrays}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any], device: str | torch.device | None = None):
@@ -387,6 +403,7 @@ class BaseReplayBuffer(ABC):
         buf._set_counters(meta)
         _check_rows({name: len(arrays[name]) for name in buf._storage()}, buf._rows_filled())
         buf.rng.bit_generator.state = meta["rng"]
+        buf.action_bound = meta.get("action_bound")
         return buf
 
 

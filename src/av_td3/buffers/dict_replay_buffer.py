@@ -263,7 +263,7 @@ class DictReplayBuffer(BaseReplayBuffer):
                          reward=reward, done=done)
         obs = self._check_obs(obs_dict, "obs_dict")
         nxt = self._check_obs(next_obs_dict, "next_obs_dict")
-        act = _check_action(action, self.action_dim)
+        act = _check_action(action, self.action_dim, self.action_bound)
         rew = _scalar(reward, "reward", float)
         if not math.isfinite(rew):
             raise ValueError(f"reward must be finite, got {rew}")
@@ -375,6 +375,10 @@ class DictReplayBuffer(BaseReplayBuffer):
                 raise ValueError(
                     f"DictReplayBuffer.add: {name}[{key!r}] has shape {value.shape}, expected {space.shape}{hint}"
                 )
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise ValueError(f"DictReplayBuffer.add: {name}[{key!r}] holds non-finite values (NaN/inf at "
+                                 f"{np.argwhere(~np.isfinite(value)).reshape(-1).tolist()[:8]}); nothing was stored. "
+                                 "Fix the observation at its source (a sensor or a division by zero in the env)")
             out[key] = np.ascontiguousarray(value)
         return out
 
@@ -621,8 +625,8 @@ class DictReplayBuffer(BaseReplayBuffer):
         self._stream_valid = [int(np.count_nonzero(sampleable & (streams == s))) for s in range(self.num_streams)]
 
 
-def _check_action(action: Any, action_dim: int) -> np.ndarray:
-    """float32 ``(action_dim,)`` from an array-like (a CPU tensor is fine)."""
+def _check_action(action: Any, action_dim: int, bound: float | None = None) -> np.ndarray:
+    """float32 ``(action_dim,)`` from an array-like (a CPU tensor is fine), within ``[-bound, bound]``."""
     if isinstance(action, torch.Tensor):
         action = action.detach().cpu().numpy()
     try:
@@ -633,6 +637,10 @@ def _check_action(action: Any, action_dim: int) -> np.ndarray:
         raise ValueError(f"action has shape {arr.shape}, expected ({action_dim},)")
     if not np.isfinite(arr).all():
         raise ValueError(f"action must be finite, got {arr.reshape(-1)}")
+    if bound is not None and (np.abs(arr) > np.float32(bound)).any():
+        raise ValueError(f"action {arr.reshape(-1)} lies outside the action space [-{bound}, {bound}]: the env "
+                         "would execute a clipped action, so store the action actually executed "
+                         f"(np.clip(action, -{bound}, {bound}))")
     return arr.reshape(action_dim)
 
 

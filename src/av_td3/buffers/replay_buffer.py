@@ -104,7 +104,7 @@ class ReplayBuffer(BaseReplayBuffer):
             missing_args("ReplayBuffer", state=state, action=action, next_state=next_state, reward=reward, done=done)
         s = self._check_state(state, "state")
         s2 = self._check_state(next_state, "next_state")
-        act = _check_action(action, self.action_dim)
+        act = _check_action(action, self.action_dim, self.action_bound)
         rew = _scalar(reward, "reward", float)
         if not math.isfinite(rew):
             raise ValueError(f"reward must be finite, got {rew}")
@@ -140,7 +140,10 @@ class ReplayBuffer(BaseReplayBuffer):
             raise TypeError(f"ReplayBuffer.add: {name} has dtype {arr.dtype}, expected float32 (or a real dtype)")
         if arr.shape not in ((self.state_dim,), (1, self.state_dim)):
             raise ValueError(f"ReplayBuffer.add: {name} has shape {arr.shape}, expected ({self.state_dim},)")
-        return arr.reshape(self.state_dim).astype(np.float32, copy=False)
+        arr = arr.reshape(self.state_dim).astype(np.float32, copy=False)
+        if not np.isfinite(arr).all():
+            raise ValueError(f"ReplayBuffer.add: {name} holds non-finite values (NaN/inf); nothing was stored")
+        return arr
 
     # ------------------------------------------------------------------------------------- sampling
     def __len__(self) -> int:

@@ -2,14 +2,19 @@
 
 A checkpoint file (``checkpoints/latest.pt``) holds the agent (networks, targets, optimizers), the
 trainer's counters, the exploration state, RNG states and the resolved config. With
-``training.save_buffer`` the replay buffer is saved beside it (``buffer.npz``), *before* the checkpoint,
-so the checkpoint never points at a buffer older than itself. Without it a resumed run refills the
-buffer with the current policy before updating again.
+``training.save_buffer`` the replay buffer is part of the same unit: it is written first, to a file
+whose name is unique to this save (``buffer-step<N>-<id>.npz``, stamped inside with the same step and
+id), then the checkpoint that names it replaces ``latest.pt`` (the commit point), and only then are
+older buffer files removed. A kill, a full disk or a second Ctrl-C at any moment leaves ``latest.pt``
+and the buffer it names as one consistent pair; resume checks the stamp and refuses a buffer that is
+not the checkpoint's own. Without a saved buffer a resumed run refills the buffer with the current
+policy before updating again.
 """
 
 from __future__ import annotations
 
 import random
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,12 @@ from av_td3.io import CorruptFileError, atomic_torch_save, torch_load_checked
 FORMAT = "av-td3-checkpoint"
 VERSION = 1
 LATEST = "latest.pt"
-BUFFER = "buffer.npz"
+LEGACY_BUFFER = "buffer.npz"  # written before buffers were stamped: cannot be matched to a checkpoint
+BUFFER_GLOB = "buffer-step*.npz"
+
+
+class CheckpointMismatchError(CorruptFileError):
+    """A replay buffer file that is not the one its checkpoint was saved with."""
 
 
 def capture_rng(np_rng: np.random.Generator) -> dict[str, Any]:
@@ -46,8 +56,58 @@ def restore_rng(state: dict[str, Any], np_rng: np.random.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> Path:
-    return atomic_torch_save({"format": FORMAT, "version": VERSION, **payload}, path)
+def save_checkpoint(path: Path, payload: dict[str, Any], buffer: Any = None) -> Path:
+    """Write ``payload`` to ``path`` atomically; with ``buffer`` (a replay buffer) save it first as this
+    checkpoint's own file and record its name, stamp and length in the checkpoint (see the module doc)."""
+    path = Path(path)
+    record = None
+    if buffer is not None:
+        save_id = uuid.uuid4().hex[:12]
+        step = int(payload["trainer"]["step"])
+        name = f"buffer-step{step}-{save_id}.npz"
+        stamp = {"checkpoint_id": save_id, "step": step}
+        buffer.save(path.parent / name, stamp=stamp)
+        record = {"file": name, **stamp, "transitions": len(buffer)}
+    atomic_torch_save({"format": FORMAT, "version": VERSION, **payload, "buffer": record}, path)
+    if record is not None:  # committed: the previous buffer files belong to no checkpoint any more
+        for old in path.parent.glob(BUFFER_GLOB):
+            if old.name != record["file"]:
+                old.unlink(missing_ok=True)
+    return path
+
+
+def checkpoint_step(data: dict[str, Any]) -> int:
+    return int(data.get("trainer", {}).get("step", 0))
+
+
+def load_checkpoint_buffer(path: Path, data: dict[str, Any], buffer_cls: Any, device: Any) -> tuple[Any, str]:
+    """The replay buffer saved with checkpoint ``path`` (``data`` its contents), or ``(None, why)``.
+
+    Raises:
+        CheckpointMismatchError: the file the checkpoint names holds another save's buffer.
+    """
+    path = Path(path)
+    record = data.get("buffer")
+    if record is None:
+        if (path.parent / LEGACY_BUFFER).is_file():
+            return None, (f"{path.parent / LEGACY_BUFFER} was written by an older av-td3 without a step stamp, so "
+                          f"it cannot be matched to {path.name} (step {checkpoint_step(data)}) and is not used")
+        return None, f"{path.name} was saved without a replay buffer (only latest.pt of a --save-buffer run has one)"
+    file = path.parent / record["file"]
+    if not file.is_file():
+        return None, f"{path.name} names the replay buffer {file}, which is missing"
+    stamp = buffer_cls.read_stamp(file)
+    if stamp is None or stamp.get("checkpoint_id") != record["checkpoint_id"]:
+        raise CheckpointMismatchError(
+            f"replay buffer {file} was not saved with checkpoint {path} (buffer stamp {stamp}, checkpoint at "
+            f"step {record['step']} expects id {record['checkpoint_id']}); restoring it would mix two moments of "
+            f"the run. Move {file.name} away to resume without a saved buffer, or resume from its own checkpoint.")
+    buffer = buffer_cls.load(file, device=device)
+    if len(buffer) != record["transitions"]:
+        raise CheckpointMismatchError(
+            f"replay buffer {file} holds {len(buffer)} transitions but checkpoint {path} recorded "
+            f"{record['transitions']}; move {file.name} away to resume without it.")
+    return buffer, f"replay buffer restored: {len(buffer)} transitions"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -97,6 +157,11 @@ def find_checkpoint(target: str | Path, log_dir: str | Path, run_name: str | Non
         candidate = log_dir / run_name / "checkpoints" / LATEST
         if candidate.is_file():
             return candidate
+        if (log_dir / run_name / "config.yaml").is_file() or (log_dir / run_name / "metrics.jsonl").is_file():
+            raise FileNotFoundError(
+                f"--resume auto: run '{run_name}' in {log_dir} stopped before its first checkpoint, so there is "
+                f"nothing to resume; start it again by running the same command without --resume (its old "
+                f"files are moved aside)")
         raise FileNotFoundError(f"--resume auto: run '{run_name}' has no checkpoint at {candidate}")
     found = sorted(log_dir.glob(f"*/checkpoints/{LATEST}"), key=lambda p: p.stat().st_mtime)
     if not found:

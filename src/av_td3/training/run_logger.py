@@ -48,7 +48,12 @@ class RunLogger:
     # -- records ----------------------------------------------------------------------------------
     def record(self, kind: str, step: int, values: Mapping[str, Any]) -> None:
         """One line of ``metrics.jsonl``: ``{"type": kind, "step": step, ...values}``."""
-        self._jsonl.write(json.dumps({"type": kind, "step": step, **_plain(dict(values))}) + "\n")
+        try:
+            self._jsonl.write(json.dumps({"type": kind, "step": step, **_plain(dict(values))}) + "\n")
+        except OSError as exc:  # a full disk: say which file, not a bare errno from a file object
+            from av_td3.io import storage_error
+
+            raise storage_error(exc, "appending to the metrics log", self.run_dir / "metrics.jsonl") from None
 
     def scalars(self, prefix: str, step: int, values: Mapping[str, Any]) -> None:
         if self._tb is None:
@@ -86,13 +91,16 @@ class RunLogger:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of a run's ``metrics.jsonl`` (a torn last line from a kill is skipped)."""
+    """All records of a run's ``metrics.jsonl``. Lines that are not a JSON object with a ``type`` (a
+    torn last line from a kill, a hand edit, bytes that are not UTF-8) are skipped."""
     path = Path(run_dir) / "metrics.jsonl"
     records = []
     if path.is_file():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue
+            if isinstance(record, dict) and isinstance(record.get("type"), str):
+                records.append(record)
     return records

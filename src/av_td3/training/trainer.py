@@ -38,7 +38,7 @@ import numpy as np
 
 from av_td3.config import Config, ConfigError
 from av_td3.envs.vector import EnvBatch, make_vector_env, select_envs
-from av_td3.io import atomic_write_text
+from av_td3.io import StorageError, atomic_write_text
 from av_td3.training import checkpoint as ckpt
 from av_td3.training.diagnostics import HealthMonitor, NonFiniteLossError, format_gradient_table
 from av_td3.training.evaluation import EvaluationResult, evaluate
@@ -81,6 +81,15 @@ class EpisodeTracker:
             "success": bool(info["success"]),
             "termination_reason": str(info["termination_reason"]),
         }
+
+
+class TrainingAborted(BaseException):
+    """A second Ctrl-C/SIGTERM: stop now, without finishing (or after abandoning) a save. A BaseException,
+    like KeyboardInterrupt, so that no `except Exception` in an env or library swallows it."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum
 
 
 class TrainingInterrupted(Exception):
@@ -135,6 +144,8 @@ class Trainer:
         self.last_eval: dict[str, Any] | None = None
         self._update_credit = 0.0
         self.min_buffer = cfg.algorithm.batch_size  # updates wait until the buffer holds this many
+        self._stop: _SignalFlag | None = None
+        self._saved_step: int | None = None  # step of the valid latest.pt (None: no checkpoint yet)
         if resume_from is not None:
             try:
                 self._restore(resume_from)
@@ -153,7 +164,7 @@ class Trainer:
         log = RunLogger(self.run_dir, cfg.logging.tensorboard, total, self.step, cfg.logging.progress_bar,
                         start_updates=self.updates)
         self.log = log
-        stop = _SignalFlag()
+        stop = self._stop = _SignalFlag()
         n = self.num_envs
         episodes = [EpisodeTracker() for _ in range(n)]
         obs, _ = self.env.reset([self._episode_seed() for _ in range(n)])
@@ -241,6 +252,11 @@ class Trainer:
             log.close()
             stop.restore()
             raise
+        except TrainingAborted as exc:
+            log.console(f"[TRAIN] {exc}; {self._valid_checkpoint()}")
+            log.close()
+            stop.restore()
+            raise
         except BaseException:
             stop.restore()
             raise
@@ -252,6 +268,10 @@ class Trainer:
             final = self.save()
         except NonFiniteLossError as exc:
             log.console(f"[HEALTH] {exc}\n[HEALTH] stopped; last good checkpoint: {self.ckpt_dir / ckpt.LATEST}")
+            log.close()
+            raise
+        except TrainingAborted as exc:
+            log.console(f"[TRAIN] {exc}; {self._valid_checkpoint()}")
             log.close()
             raise
         finally:
@@ -364,10 +384,13 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------------
     def save(self, path: Path | None = None) -> Path:
+        """Checkpoint to ``path`` (default ``latest.pt``; with ``training.save_buffer`` the replay buffer is
+        saved with it as one unit, see ``training/checkpoint.py``). A second Ctrl-C during the save
+        abandons it cleanly (``TrainingAborted``): the files on disk stay the previous, valid pair."""
         path = path or self.ckpt_dir / ckpt.LATEST
-        if self.cfg.training.save_buffer and path.name == ckpt.LATEST:
-            self.agent.replay_buffer.save(self.ckpt_dir / ckpt.BUFFER)
-        return ckpt.save_checkpoint(path, {
+        latest = path.name == ckpt.LATEST
+        buffer = self.agent.replay_buffer if self.cfg.training.save_buffer and latest else None
+        payload = {
             "algo": self.algo,
             "config": self.cfg.to_dict(),
             "agent": self.agent.state_dict(),
@@ -378,7 +401,32 @@ class Trainer:
             # one explorer: the format of before; N: a list
             "explorer": self.explorers[0].state_dict() if self.num_envs == 1 else [e.state_dict() for e in self.explorers],
             "rng": ckpt.capture_rng(self.rng),
-        })
+        }
+        stop = self._stop
+        try:
+            if stop is not None:
+                stop.saving = True
+            ckpt.save_checkpoint(path, payload, buffer=buffer)
+        except BaseException as exc:
+            if stop is not None and stop.abandoned:  # torch may have turned the interrupt into another error
+                raise TrainingAborted(stop.signum, f"second {signal.Signals(stop.signum).name}: save to {path} "
+                                      "abandoned") from None
+            if isinstance(exc, StorageError):
+                raise StorageError(f"{exc} Nothing saved before was changed: {self._valid_checkpoint()}.",
+                                   exc.exit_code, exc.errno) from None
+            raise
+        finally:
+            if stop is not None:
+                stop.saving = False
+        if latest:
+            self._saved_step = self.step
+        return path
+
+    def _valid_checkpoint(self) -> str:
+        latest = self.ckpt_dir / ckpt.LATEST
+        if self._saved_step is None:
+            return "no checkpoint was saved yet (running the same command again starts the run over)"
+        return f"the valid checkpoint is {latest} (step {self._saved_step}); continue with --resume auto"
 
     def _restore(self, path: Path) -> None:
         data = ckpt.load_checkpoint(path)
@@ -393,26 +441,57 @@ class Trainer:
         for explorer, state in zip(self.explorers, saved):
             explorer.load_state_dict(state)
         ckpt.restore_rng(data["rng"], self.rng)
-        buffer_file = Path(path).parent / ckpt.BUFFER
-        if self.cfg.training.save_buffer and buffer_file.is_file():
-            buffer = type(self.agent.replay_buffer).load(buffer_file, device=self.device)
+        buffer, why = None, ""
+        if self.cfg.training.save_buffer:
+            buffer, why = ckpt.load_checkpoint_buffer(Path(path), data, type(self.agent.replay_buffer), self.device)
+        if buffer is not None:
             streams = getattr(buffer, "num_streams", self.num_envs)
             if self.agent.use_dict_buffer and streams != self.num_envs:
                 raise ConfigError(
-                    f"the replay buffer saved in {buffer_file} holds {streams} env streams but training.num_envs is "
-                    f"{self.num_envs}: resume with training.num_envs={streams}, or move {buffer_file.name} away to "
-                    "resume without it (training then refills a new buffer)")
+                    f"the replay buffer saved with {path} holds {streams} env streams but training.num_envs is "
+                    f"{self.num_envs}: resume with training.num_envs={streams}, or resume without --save-buffer "
+                    "(training then refills a new buffer)")
             self.agent.replay_buffer = buffer
             self.agent.replay_buffer.end_sequence()  # the interrupted episode is not continued
-            print(f"[TRAIN] replay buffer restored: {len(self.agent.replay_buffer)} transitions")
+            print(f"[TRAIN] {why}")
         else:  # refill before updating: a few hundred correlated transitions would mislead the critic
             self.min_buffer = max(self.cfg.algorithm.batch_size,
                                   min(self.start_timesteps, self.cfg.training.buffer_size, self.cfg.training.max_timesteps - self.step))
-            print(f"[TRAIN] no saved replay buffer: collecting {self.min_buffer} transitions with the policy "
+            because = f"{why}: " if why else "no saved replay buffer: "
+            print(f"[TRAIN] {because}collecting {self.min_buffer} transitions with the policy "
                   "before updating again (use --save-buffer to checkpoint the buffer)")
-        _truncate_metrics(self.run_dir / "metrics.jsonl", self.step)
+        self._settle_later_work(Path(path))
+        if Path(path).resolve() == (self.ckpt_dir / ckpt.LATEST).resolve():
+            self._saved_step = self.step
         print(f"[TRAIN] resumed from {path} at step {self.step} ({self.updates} updates, {self.episodes} episodes)")
 
+    def _settle_later_work(self, path: Path) -> None:
+        """Records written after the checkpoint: from a killed session (resuming ``latest.pt``) they are
+        dropped, as the resumed run writes them again; when resuming an *earlier* checkpoint (e.g.
+        ``best.pt``) the later metrics, summary and ``latest.pt`` with its buffer are moved aside."""
+        from av_td3.training.run_dir import move_aside, split_metrics
+
+        metrics = self.run_dir / "metrics.jsonl"
+        keep, later = split_metrics(metrics, self.step)
+        latest = self.ckpt_dir / ckpt.LATEST
+        earlier = latest.is_file() and path.resolve() != latest.resolve()
+        if earlier:
+            later_files = [latest, self.run_dir / "summary.json"]
+            try:
+                data = ckpt.load_checkpoint(latest)
+                earlier = ckpt.checkpoint_step(data) > self.step
+                if data.get("buffer"):
+                    later_files.append(self.ckpt_dir / data["buffer"]["file"])
+            except Exception:  # a damaged latest.pt is moved aside all the same
+                pass
+        if earlier:
+            target = move_aside(self.run_dir, f"after-step{self.step}", later_files,
+                                {"metrics.jsonl": "".join(line + "\n" for line in later)})
+            if target is not None:
+                print(f"[TRAIN] {path.name} (step {self.step}) is earlier than the run's latest checkpoint: "
+                      f"{len(later)} later metric records, summary.json and latest.pt moved to {target} (nothing deleted)")
+        if metrics.is_file():
+            atomic_write_text(metrics, "".join(line + "\n" for line in keep), "metrics")
     def _summary(self, steps: int, updates: int, env_time: float, update_time: float, wall: float,
                  final: Path) -> dict[str, Any]:
         from av_td3.training.run_logger import read_metrics
@@ -443,20 +522,37 @@ class Trainer:
 
 # --------------------------------------------------------------------------------------------------
 class _SignalFlag:
-    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the current step."""
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the end of the current step.
+
+    A second signal means the user wants out now: outside a save it raises ``TrainingAborted``; during a
+    save (``saving``) it abandons the save (``abandoned``; the half-written temp file is removed and the
+    previous checkpoint stays valid).
+    """
 
     def __init__(self):
         self.signum: int | None = None
+        self.saving = False
+        self.abandoned = False
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     def _handle(self, signum, _frame) -> None:
-        if self.signum is not None:  # a second Ctrl-C: the user really wants out
-            raise KeyboardInterrupt
-        self.signum = signum
+        if self.signum is None:
+            self.signum = signum
+            return
+        if self.abandoned:  # already on the way out
+            return
+        if self.saving:
+            self.abandoned = True
+            raise _SaveAbandoned()
+        raise TrainingAborted(signum, f"stopped by a second {signal.Signals(signum).name} before saving")
 
     def restore(self) -> None:
         for s, handler in self._old.items():
             signal.signal(s, handler)
+
+
+class _SaveAbandoned(BaseException):
+    """Raised inside a save by a second Ctrl-C (a BaseException so no library swallows it)."""
 
 
 def _check_finite(stats: dict[str, Any], updates: int) -> None:
@@ -494,20 +590,6 @@ def _scalar(v: Any) -> Any:
 def _mean(values) -> float | None:
     vals = [float(v) for v in values]
     return float(np.mean(vals)) if vals else None
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop records written after the checkpoint (they will be produced again)."""
-    if not path.is_file():
-        return
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            if json.loads(line).get("step", 0) <= step:
-                keep.append(line)
-        except json.JSONDecodeError:
-            continue
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _remove_stale_temp_files(folder: Path) -> None:
