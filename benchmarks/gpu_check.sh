@@ -9,6 +9,8 @@
 # tensorboard, PyYAML, tqdm, imageio, cloudpickle, pytest and hypothesis, and no internet; what it
 # lacks (gymnasium, pydantic and its parts, stable-baselines3) travels as wheels in .whl/ (git-ignored).
 #
+# ONLY="gpu_tests td3_updates" runs just those steps (names below); time_to_drive takes what time is left.
+#
 # `run` writes to $OUT (default ./gpu_check_out):
 #   gpu_tests.txt            pytest of the CUDA tests (graph == eager losses, GPU replay storage, vector envs)
 #   td3_updates_cuda.json    updates/s, batch 256: ours (CUDA graphs + GPU ring), ours eager, SB3, same GPU
@@ -75,6 +77,7 @@ SEP=""
 step() {
   local name=$1 limit=$2 out=$3
   shift 3
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then return 0; fi
   local t0=$(date +%s)
   echo "== $name (limit ${limit}s)" | tee -a "$LOG" >&2
   timeout "$limit" "$@" >"$out" 2>>"$LOG"
@@ -102,7 +105,9 @@ else
        --set training.num_envs=2 --set training.max_timesteps=400 --set algorithm.start_timesteps=200
        --set algorithm.batch_size=32 --set training.buffer_size=2000)
 fi
-if [ "$BUDGET" -gt 30 ]; then
+if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" time_to_drive "* ]]; then
+  :
+elif [ "$BUDGET" -gt 30 ]; then
   step time_to_drive $(( LEFT - 5 )) "$OUT/time_to_drive_fast.json" \
     "$PY" benchmarks/time_to_drive.py "${TTD[@]}"
 else
