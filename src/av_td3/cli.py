@@ -137,7 +137,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from av_td3.agents.td3 import AgentStateMismatchError
     from av_td3.training.setup import DeviceUnavailableError
 
-    errors: list[type[BaseException]] = [UsageError, ConfigError, CorruptFileError, FileNotFoundError,
+    from av_td3.report.sweep import SweepReportError
+
+    errors: list[type[BaseException]] = [UsageError, ConfigError, SweepReportError, CorruptFileError, FileNotFoundError,
                                          BufferTooLargeError, DeviceUnavailableError, AgentStateMismatchError]
     try:
         from av_td3.envs.carla.errors import CarlaUnavailableError
