@@ -9,7 +9,8 @@ IQM learning curves with CI bands over the evaluations every run made; a perform
 Metrics are the final evaluation of each run (``summary.json``): ``eval_success_rate`` (0..1),
 ``eval_route_completion`` (0..1) and ``eval_mean_reward`` (the evaluation episodes' mean return); the
 curves use the ``eval`` records of ``metrics.jsonl`` (``success_rate``, ``route_completion``,
-``episode_reward``).
+``episode_reward``). ``return_auc`` is the area under a run's eval-return curve (trapezoid over env
+steps) divided by its step span: the curve's mean return, which ranks learning speed, not just the end.
 """
 
 from __future__ import annotations
@@ -34,7 +35,10 @@ METRICS = {
     "success_rate": ("eval_success_rate", "success_rate", "final success rate"),
     "route_completion": ("eval_route_completion", "route_completion", "final route completion"),
     "return": ("eval_mean_reward", "episode_reward", "final evaluation return"),
+    "return_auc": (None, "episode_reward", "mean evaluation return over the run (AUC / step)"),
 }
+#: Metrics with a learning curve (the AUC is a summary of one).
+CURVE_METRICS = tuple(m for m, (key, _, _) in METRICS.items() if key is not None)
 REPS = agg.DEFAULT_REPS
 CURVE_REPS = 1000  # per evaluation step; the bands are pointwise
 BOOTSTRAP_SEED = 0  # fixed: the same sweep gives the same report
@@ -56,16 +60,26 @@ def collect(sweep_dir: Path) -> dict[str, Any]:
         run_dir = sweep_dir / "trials" / trial["name"]
         summary_path = run_dir / "summary.json"
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-        if summary is None or any(summary.get(key) is None for key, _, _ in METRICS.values()):
+        if summary is None or any(key and summary.get(key) is None for key, _, _ in METRICS.values()):
             entry["failed_seeds"].append(trial["seed"])
             continue
         entry["seeds"].append(trial["seed"])
         evals = [r for r in read_metrics(run_dir) if r.get("type") == "eval"]
         for metric, (key, eval_key, _) in METRICS.items():
-            entry["scores"][metric].append(float(summary[key]))
-            entry["curves"][metric][trial["seed"]] = {int(r["step"]): float(r[eval_key]) for r in evals
-                                                      if r.get(eval_key) is not None}
+            curve = {int(r["step"]): float(r[eval_key]) for r in evals if r.get(eval_key) is not None}
+            entry["curves"][metric][trial["seed"]] = curve
+            entry["scores"][metric].append(float(summary[key]) if key else curve_mean(curve))
     return {"name": manifest["name"], "grid": manifest["grid"], "settings": settings}
+
+
+def curve_mean(curve: dict[int, float]) -> float:
+    """Trapezoid area under ``{step: value}`` over the step span; the value itself for one point."""
+    steps = sorted(curve)
+    if len(steps) == 1:
+        return curve[steps[0]]
+    values = [curve[s] for s in steps]
+    area = sum((s1 - s0) * (v0 + v1) / 2 for s0, s1, v0, v1 in zip(steps, steps[1:], values, values[1:]))
+    return area / (steps[-1] - steps[0])
 
 
 def summarize(data: dict[str, Any], reps: int = REPS, curve_reps: int = CURVE_REPS) -> dict[str, Any]:
@@ -77,7 +91,7 @@ def summarize(data: dict[str, Any], reps: int = REPS, curve_reps: int = CURVE_RE
                       "seed": BOOTSTRAP_SEED, "method": "percentile interval, runs resampled with replacement "
                       "within each task (one task per setting here)"},
         "settings": {}, "probability_of_improvement": {m: [] for m in METRICS},
-        "performance_profile": {}, "learning_curves": {m: {} for m in METRICS},
+        "performance_profile": {}, "learning_curves": {m: {} for m in CURVE_METRICS},
     }
     ready = [s for s, e in settings.items() if e["seeds"]]
     for name, e in settings.items():
@@ -102,7 +116,7 @@ def summarize(data: dict[str, Any], reps: int = REPS, curve_reps: int = CURVE_RE
                 p, lo, hi = agg.performance_profile_ci(settings[s]["scores"][metric], taus, reps, seed=BOOTSTRAP_SEED)
                 profile["settings"][s] = {"fraction_above": p.tolist(), "low": lo.tolist(), "high": hi.tolist()}
             out["performance_profile"][metric] = profile
-        for s in ready:
+        for s in ready if metric in CURVE_METRICS else ():
             out["learning_curves"][metric][s] = _curve(settings[s]["curves"][metric], curve_reps)
     return out
 
@@ -145,20 +159,9 @@ def plot(summary: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     plt.close(fig)
 
     for metric, (_, _, label) in METRICS.items():
-        fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
-        for s, curve in summary["learning_curves"][metric].items():
-            if curve["steps"]:
-                ax.plot(curve["steps"], curve["iqm"], color=colors[s], label=s, marker="o", ms=3)
-                ax.fill_between(curve["steps"], curve["low"], curve["high"], color=colors[s], alpha=0.2)
-        ax.set_title(f"IQM {label.replace('final ', '')} across seeds (95% CI)")
-        ax.set_xlabel("env steps")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        paths[f"curve_{metric}"] = out_dir / f"curve_{metric}.png"
-        fig.savefig(paths[f"curve_{metric}"])
-        plt.close(fig)
-
+        if metric in CURVE_METRICS:
+            paths[f"curve_{metric}"] = _plot_curves(summary["learning_curves"][metric], colors, label,
+                                                    out_dir / f"curve_{metric}.png")
         profile = summary["performance_profile"].get(metric)
         if profile:
             fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
@@ -176,6 +179,22 @@ def plot(summary: dict[str, Any], out_dir: Path) -> dict[str, Path]:
             fig.savefig(paths[f"profile_{metric}"])
             plt.close(fig)
     return paths
+
+
+def _plot_curves(curves: dict[str, Any], colors: dict[str, Any], label: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6.4, 3.8), dpi=100)
+    for s, curve in curves.items():
+        if curve["steps"]:
+            ax.plot(curve["steps"], curve["iqm"], color=colors[s], label=s, marker="o", ms=3)
+            ax.fill_between(curve["steps"], curve["low"], curve["high"], color=colors[s], alpha=0.2)
+    ax.set_title(f"IQM {label.replace('final ', '')} across seeds (95% CI)")
+    ax.set_xlabel("env steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def to_markdown(summary: dict[str, Any], pngs: dict[str, Path]) -> str:
