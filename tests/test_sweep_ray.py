@@ -59,12 +59,12 @@ def test_killed_sweep_resumes_only_the_missing_trials(tmp_path):
     finally:
         os.killpg(driver.pid, signal.SIGKILL)  # the driver and everything Ray started beside it
         driver.wait()
-    finished = {p.parent.name: digest(p.parent / "metrics.jsonl") for p in out.glob("trials/*/summary.json")}
-    assert 1 <= len(finished) < 4
     deadline = time.time() + 30  # trainings of killed trials end with their Ray worker (SIGTERM on parent death)
     while training_processes(str(out)) and time.time() < deadline:
         time.sleep(0.5)
     assert not training_processes(str(out))
+    finished = {p.parent.name: digest(p.parent / "metrics.jsonl") for p in out.glob("trials/*/summary.json")}
+    assert 1 <= len(finished) < 4
 
     resumed_at = time.time()
     res = subprocess.run(sweep_cmd(SMOKE, out, "--max-concurrent", "2", "--resume"), cwd=tmp_path, env=env(),

@@ -73,6 +73,7 @@ def run_sweep(sweep: Sweep, root: Path, address: str | None = None, max_concurre
     paths = sweep_paths(root)
     pending = [t for t in sweep.trials if not is_finished(paths["trials"] / t.name)]
     done = len(sweep.trials) - len(pending)
+    _complete_reports(sweep, paths["trials"])
     print(f"[SWEEP] {sweep.name}: {len(sweep.trials)} trials ({len(sweep.settings)} settings x "
           f"{len(sweep.spec.seeds)} seeds), {done} finished already, {len(pending)} to run; directory {root}")
     invocation: dict[str, Any] = {"started": t_start, "resume": resume, "address": address, "trials_to_run": len(pending)}
@@ -185,6 +186,16 @@ class _ProgressPrinter:
                 print(f"[SWEEP] failed {trial.config['trial']['name']}", flush=True)
 
         return Printer()
+
+
+def _complete_reports(sweep: Sweep, trials_dir: Path) -> None:
+    """A trial killed between its summary.json and its report.md gets the report ``train`` would have written."""
+    from av_td3.report.markdown import write_report
+
+    for t in sweep.trials:
+        run_dir = trials_dir / t.name
+        if is_finished(run_dir) and not (run_dir / "report.md").is_file():
+            write_report(run_dir)
 
 
 def _attempts(logs: Path, name: str) -> list[dict[str, Any]]:
