@@ -1,7 +1,7 @@
 """Ablation of random-shift augmentation x n-step returns: TD3 on the town, scenario 0, as a sweep.
 
     python benchmarks/ablation_augment_nstep.py [--steps 10000] [--seeds 0,1,2,3,4,5] [--max-concurrent 2]
-        [--address ADDR] [--work-dir DIR] [--resume] [--out result.json]
+        [--address ADDR] [--work-dir DIR] [--resume] [--set KEY=VALUE] [--out result.json]
 
 The grid, seeds and budget are ``configs/sweep_augment_nstep.yaml`` (``algorithm.image_pad`` {0, 4} x
 ``algorithm.n_step`` {1, 3} x seeds 0-5 of the main job shortened to 10,000 steps). This script runs
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", default=None, help="a Ray cluster to run on (default: local Ray)")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep the sweep directory here (default: temp, removed)")
     parser.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --work-dir")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override for every trial (repeatable), passed to av-td3 sweep")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     if (args.steps is not None and args.steps < 8) or args.seeds == []:
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     cmd += ["--max-concurrent", str(args.max_concurrent)] if args.max_concurrent else []
     cmd += ["--address", args.address] if args.address else []
     cmd += ["--resume"] if args.resume else []
+    for item in args.extra:
+        cmd += ["--set", item]
     log(f"av-td3 {' '.join(cmd)}")
     rc = cli(*cmd)
     wall = time.perf_counter() - started
@@ -118,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "ablation_augment_nstep",
         "date": datetime.date.today().isoformat(),
         "setup": {"sweep_file": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
-                  "sweep": yaml.safe_load(path.read_text()), "max_concurrent": args.max_concurrent,
+                  "sweep": yaml.safe_load(path.read_text()), "extra_overrides": args.extra,
+                  "max_concurrent": args.max_concurrent,
                   "address": args.address},
         "code": git_commit(),
         "summary": json.loads((sweep_dir / "sweep_summary.json").read_text()),

@@ -133,3 +133,19 @@ def test_report_rejects_non_sweep_and_unfinished_sweep(tmp_path, capsys):
     prepare_directory(load_sweep(path), tmp_path / "out", resume=False)
     assert main(["report", str(tmp_path / "out")]) == 2
     assert "no trial has finished yet" in capsys.readouterr().err
+
+
+def test_unreachable_cluster_address_exits_2_fast(tmp_path, capsys):
+    """Nothing listens on the port (a socket bound here and closed); no Ray is started."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    path = write(tmp_path, "base: BASE\nseeds: [0]\ngrid: {algorithm.n_step: [1]}\n")
+    assert main(["sweep", str(path), "--output", str(tmp_path / "out"), "--address", f"127.0.0.1:{port}"]) == 2
+    assert "no Ray cluster answers there" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert main(["sweep", str(path), "--output", str(tmp_path / "out2"), "--address", "nonsense"]) == 2
+    assert "must look like HOST:PORT" in capsys.readouterr().err

@@ -69,6 +69,8 @@ def run_sweep(sweep: Sweep, root: Path, address: str | None = None, max_concurre
     """Run every unfinished trial; returns 0 when all trials are finished, 1 when some failed."""
     t_start = time.time()
     root = root.resolve()
+    if address:
+        _check_reachable(address)  # before the sweep directory is created
     prepare_directory(sweep, root, resume)
     paths = sweep_paths(root)
     pending = [t for t in sweep.trials if not is_finished(paths["trials"] / t.name)]
@@ -164,6 +166,23 @@ def _run_on_ray(sweep: Sweep, pending, paths: dict[str, Path], address: str | No
         if result.error is not None:
             errors[result.config["trial"]["name"]] = str(result.error)
     return errors
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a cluster address nothing listens on (``ray.init`` would retry for minutes)."""
+    import socket
+
+    if address == "auto":
+        return  # Ray reads the address of the cluster started on this machine, and says if there is none
+    hostport = address.split("://", 1)[-1]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SweepError(f"--address {address!r} must look like HOST:PORT (e.g. 10.0.0.5:6379), ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise SweepError(f"--address {address}: no Ray cluster answers there ({exc}); start one with "
+                         "`ray start --head --port=6379` on the head node, or drop --address for a local Ray") from None
 
 
 class _ProgressPrinter:
