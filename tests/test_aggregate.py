@@ -85,3 +85,11 @@ def test_performance_profile_is_the_fraction_strictly_above_tau():
 def test_bad_scores_are_rejected_with_a_reason(bad):
     with pytest.raises(ValueError, match="scores"):
         agg.iqm(bad)
+
+
+def test_vectorised_aggregates_equal_the_per_resample_loop():
+    scores = np.random.default_rng(3).normal(size=(7, 3))
+    for fn in (agg.iqm, agg.mean, agg.median):
+        fast = agg.stratified_bootstrap_ci(scores, fn, reps=300, seed=5)
+        slow = agg.stratified_bootstrap_ci(scores, lambda s, fn=fn: fn(s), reps=300, seed=5)  # a custom statistic
+        assert (fast.low, fast.high) == (pytest.approx(slow.low, abs=1e-12), pytest.approx(slow.high, abs=1e-12))

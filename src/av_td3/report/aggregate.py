@@ -102,8 +102,19 @@ def stratified_resample_indices(runs: int, tasks: int, reps: int, rng: np.random
 
 
 def _resample(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Apply ``(runs, tasks)`` row indices column by column: ``out[i, t] = arr[idx[i, t], t]``."""
-    return np.take_along_axis(arr, idx, axis=0)
+    """Apply row indices column by column: ``out[..., i, t] = arr[idx[..., i, t], t]``.
+
+    ``idx`` is ``(runs, tasks)`` for one resample or ``(reps, runs, tasks)`` for all of them.
+    """
+    return arr[idx, np.arange(arr.shape[1])]
+
+
+def _batched(statistic: Statistic) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The vectorised form over ``(reps, runs, tasks)`` of the aggregates defined here (same numbers)."""
+    flat = lambda x: x.reshape(len(x), -1)  # noqa: E731  (pool runs and tasks, per resample)
+    return {iqm: lambda x: stats.trim_mean(flat(x), proportiontocut=0.25, axis=1),
+            mean: lambda x: flat(x).mean(axis=1),
+            median: lambda x: np.median(flat(x), axis=1)}.get(statistic)
 
 
 def _percentile_interval(point: float, samples: np.ndarray, confidence: float) -> Interval:
@@ -130,7 +141,11 @@ def stratified_bootstrap_ci(
     if reps < 1:
         raise ValueError(f"reps must be >= 1, got {reps}")
     idx = stratified_resample_indices(*arr.shape, reps, np.random.default_rng(seed))
-    samples = np.array([statistic(_resample(arr, idx[k])) for k in range(reps)])
+    batched = _batched(statistic)
+    if batched is not None:
+        samples = batched(_resample(arr, idx))
+    else:
+        samples = np.array([statistic(_resample(arr, idx[k])) for k in range(reps)])
     return _percentile_interval(statistic(arr), samples, confidence)
 
 
@@ -155,9 +170,14 @@ def probability_of_improvement(x: Sequence[float] | np.ndarray, y: Sequence[floa
     xa, ya = as_score_matrix(x), as_score_matrix(y)
     if xa.shape[1] != ya.shape[1]:
         raise ValueError(f"x and y must cover the same tasks, got {xa.shape[1]} and {ya.shape[1]} columns")
-    diff = xa[:, None, :] - ya[None, :, :]  # (n_x, n_y, tasks)
-    per_task = ((diff > 0).sum(axis=(0, 1)) + 0.5 * (diff == 0).sum(axis=(0, 1))) / (len(xa) * len(ya))
-    return float(np.mean(per_task))
+    return float(_improvement(xa, ya))
+
+
+def _improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """P(X > Y) for ``(..., n_x, tasks)`` and ``(..., n_y, tasks)``; leading axes are resamples."""
+    diff = x[..., :, None, :] - y[..., None, :, :]  # (..., n_x, n_y, tasks)
+    wins = (diff > 0).sum(axis=(-3, -2)) + 0.5 * (diff == 0).sum(axis=(-3, -2))
+    return np.mean(wins / (x.shape[-2] * y.shape[-2]), axis=-1)
 
 
 def probability_of_improvement_ci(
@@ -172,7 +192,7 @@ def probability_of_improvement_ci(
     rng = np.random.default_rng(seed)
     ix = stratified_resample_indices(*xa.shape, reps, rng)
     iy = stratified_resample_indices(*ya.shape, reps, rng)
-    samples = np.array([probability_of_improvement(_resample(xa, ix[k]), _resample(ya, iy[k])) for k in range(reps)])
+    samples = _improvement(_resample(xa, ix), _resample(ya, iy))
     return _percentile_interval(probability_of_improvement(xa, ya), samples, confidence)
 
 
@@ -181,9 +201,13 @@ def probability_of_improvement_ci(
 # --------------------------------------------------------------------------------------------------
 def performance_profile(scores: Sequence[float] | np.ndarray, taus: Sequence[float] | np.ndarray) -> np.ndarray:
     """Fraction of all scores strictly above each ``tau``: shape ``(len(taus),)``, averaged over tasks."""
-    arr = as_score_matrix(scores)
-    t = np.asarray(taus, dtype=np.float64)
-    return np.mean(np.mean(arr[None, :, :] > t[:, None, None], axis=1), axis=1)
+    return _profile(as_score_matrix(scores), np.asarray(taus, dtype=np.float64))
+
+
+def _profile(x: np.ndarray, taus: np.ndarray) -> np.ndarray:
+    """``(..., runs, tasks)`` scores → ``(..., len(taus))`` fractions above each tau."""
+    above = x[..., None, :, :] > taus[:, None, None]  # (..., taus, runs, tasks)
+    return above.mean(axis=(-2, -1))
 
 
 def performance_profile_ci(
@@ -196,7 +220,7 @@ def performance_profile_ci(
     """``(profile, low, high)``, each ``(len(taus),)``: the profile and pointwise percentile bands."""
     arr = as_score_matrix(scores)
     idx = stratified_resample_indices(*arr.shape, reps, np.random.default_rng(seed))
-    samples = np.stack([performance_profile(_resample(arr, idx[k]), taus) for k in range(reps)])
+    samples = _profile(_resample(arr, idx), np.asarray(taus, dtype=np.float64))  # (reps, taus)
     alpha = (1 - confidence) / 2
     low, high = np.percentile(samples, [100 * alpha, 100 * (1 - alpha)], axis=0)
     return performance_profile(arr, taus), low, high
