@@ -1,6 +1,6 @@
 """Sweep speed-up: 4 tiny trials on Ray Tune with --max-concurrent 2 vs the same 4 runs one after another.
 
-    python benchmarks/sweep_speedup.py [--steps 1000] [--out result.json]
+    python benchmarks/sweep_speedup.py [--steps 1000] [--rounds 1] [--out result.json]
 
 The trials are ``configs/sweep_smoke.yaml`` (n_step {1, 3} x seeds {0, 1}) with ``training.max_timesteps =
 --steps``. Reference, in the same process run: each trial's exact ``av-td3 train`` command, one after
@@ -8,8 +8,9 @@ another (OMP_NUM_THREADS=1, as each sweep trial gets with ``resources.cpu: 1``).
 --max-concurrent 2 --num-cpus 2`` on a local Ray started by the sweep itself. Reported: both wall times,
 their ratio (goal <= 0.65), Ray's start-up overhead (``ray.init`` alone, and everything before the first
 trial's training starts), and what a trial subprocess costs beyond an in-process call (a bare interpreter
-start; the torch/av_td3 imports are paid by a fresh Ray worker either way). Progress to stderr, one JSON
-object to stdout.
+start; the torch/av_td3 imports are paid by a fresh Ray worker either way). ``--rounds N`` alternates
+sequential and sweep N times (both see the same drift in machine load) and reports the median ratio.
+Progress to stderr, one JSON object to stdout.
 """
 
 from __future__ import annotations
@@ -87,16 +88,22 @@ def subprocess_cost() -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000, help="training.max_timesteps of each trial")
+    parser.add_argument("--rounds", type=int, default=1, help="alternate sequential / sweep this many times")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     machine = machine_info()
-    with tempfile.TemporaryDirectory(prefix="sweep_speedup_") as tmp:
-        log(f"4 trials of {args.steps} steps, one after another")
-        seq = sequential(args.steps, Path(tmp) / "sequential")
-        log(f"sequential: {seq['wall_s']} s; now av-td3 sweep --max-concurrent 2")
-        sw = swept(args.steps, Path(tmp) / "sweep")
-        log(f"sweep: {sw['wall_s']} s (Ray start-up {sw['startup_overhead_s']} s)")
-    ratio = sw["wall_s"] / seq["wall_s"]
+    rounds = []
+    for r in range(args.rounds):
+        with tempfile.TemporaryDirectory(prefix="sweep_speedup_") as tmp:
+            log(f"round {r + 1}: 4 trials of {args.steps} steps, one after another")
+            seq = sequential(args.steps, Path(tmp) / "sequential")
+            log(f"sequential: {seq['wall_s']} s; now av-td3 sweep --max-concurrent 2")
+            sw = swept(args.steps, Path(tmp) / "sweep")
+            log(f"sweep: {sw['wall_s']} s (Ray start-up {sw['startup_overhead_s']} s); ratio "
+                f"{sw['wall_s'] / seq['wall_s']:.3f}; load {os.getloadavg()[0]:.1f}")
+        rounds.append({"sequential": seq, "sweep": sw, "ratio": round(sw["wall_s"] / seq["wall_s"], 3),
+                       "load_avg_1min_after": os.getloadavg()[0]})
+    ratio = sorted(r["ratio"] for r in rounds)[len(rounds) // 2]
     import torch
     import ray
 
@@ -104,10 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "sweep_speedup",
         "date": datetime.date.today().isoformat(),
         "setup": {"sweep_file": "configs/sweep_smoke.yaml", "trials": 4, "steps_per_trial": args.steps,
-                  "max_concurrent": 2, "ray_num_cpus": 2, "threads_per_trial": 1},
-        "sequential": seq,
-        "sweep": sw,
-        "ratio_sweep_over_sequential": round(ratio, 3),
+                  "max_concurrent": 2, "ray_num_cpus": 2, "threads_per_trial": 1, "rounds": args.rounds},
+        "rounds": rounds,
+        "ratio_sweep_over_sequential": ratio,
         "goal_ratio": GOAL,
         "goal_met": ratio <= GOAL,
         "subprocess_vs_in_process": subprocess_cost(),
