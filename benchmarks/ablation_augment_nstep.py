@@ -10,6 +10,10 @@ The grid, seeds and budget are ``configs/sweep_augment_nstep.yaml`` (``algorithm
 median with stratified-bootstrap 95% CIs, probability of improvement, curves) plus the sweep's timings
 and the machine. The results table in docs/benchmarks.md is the report's ``sweep_report.md``.
 
+``--from-legacy-json OLD.json --work-dir DIR`` trains nothing: it rebuilds a sweep directory from the raw
+JSON of the loop this script used to run (docs/bench/bench_ablation_augment_nstep.json, which holds every
+run's final evaluation and eval curve) and reports it, so those runs get the same aggregates.
+
 ``--steps`` and ``--seeds`` write a copy of the sweep file into the work directory with the budget keys
 scaled as in the main job (``start_timesteps = min(2000, steps // 4)``, noise decay ending at 85% of
 the run, an evaluation every ``steps // 10``). Progress goes to stderr; stdout is one JSON object.
@@ -66,6 +70,30 @@ def sweep_file(work: Path, steps: int | None, seeds: list[int] | None) -> Path:
     return path
 
 
+def rebuild_from_legacy(old: dict, sweep_dir: Path) -> None:
+    """A sweep directory (manifest, per-trial summary.json and eval records) from the old loop's JSON."""
+    sys.path.insert(0, str(REPO / "src"))
+    from av_td3.sweep.runner import prepare_directory
+    from av_td3.sweep.spec import load_sweep
+
+    spec = yaml.safe_load(SWEEP_FILE.read_text())
+    spec["base"] = str((SWEEP_FILE.parent / spec["base"]).resolve())
+    spec["seeds"] = old["setup"]["seeds"]
+    spec["grid"] = {k: v for k, v in old["setup"]["grid"].items()}
+    sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+    spec_path = sweep_dir.parent / "sweep_augment_nstep_legacy.yaml"
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    prepare_directory(load_sweep(spec_path), sweep_dir, resume=False)
+    for run in old["runs"]:
+        if run["returncode"] != 0:
+            continue  # a failed run: no summary, listed as failed by the report
+        trial = sweep_dir / "trials" / f"image_pad{run['image_pad']}_n_step{run['n_step']}_seed{run['seed']}"
+        trial.mkdir(parents=True, exist_ok=True)
+        (trial / "summary.json").write_text(json.dumps({k: run[k] for k in (
+            "eval_success_rate", "eval_route_completion", "eval_mean_reward", "total_timesteps")}))
+        (trial / "metrics.jsonl").write_text("".join(json.dumps({"type": "eval", **e}) + "\n" for e in run["eval_curve"]))
+
+
 def cli(*args: str) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.call([sys.executable, "-m", "av_td3.cli", *args], env=env, stdout=sys.stderr, cwd=REPO)
@@ -91,8 +119,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --work-dir")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="extra config override for every trial (repeatable), passed to av-td3 sweep")
+    parser.add_argument("--from-legacy-json", type=Path, default=None,
+                        help="report the runs of an old loop JSON instead of training (needs --work-dir)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
+    if args.from_legacy_json is not None:
+        if args.work_dir is None:
+            parser.error("--from-legacy-json needs --work-dir (where the sweep directory is rebuilt)")
+        old = json.loads(args.from_legacy_json.read_text())
+        sweep_dir = args.work_dir.resolve() / "sweep"
+        rebuild_from_legacy(old, sweep_dir)
+        rc = cli("report", str(sweep_dir))
+        if rc == 0:
+            print(json.dumps({"benchmark": "ablation_augment_nstep", "source": str(args.from_legacy_json),
+                              "source_date": old.get("date"), "source_code": old.get("code"),
+                              "summary": json.loads((sweep_dir / "sweep_summary.json").read_text())}, indent=2))
+        return rc
     if (args.steps is not None and args.steps < 8) or args.seeds == []:
         parser.error("--steps must be >= 8 and --seeds non-empty")
 

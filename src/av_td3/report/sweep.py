@@ -204,7 +204,7 @@ def to_markdown(summary: dict[str, Any], pngs: dict[str, Path]) -> str:
              f"Aggregates over seeds with {int(100 * b['confidence'])}% stratified-bootstrap CIs "
              f"({b['reps']} resamples, seed {b['seed']}); IQM = mean of the middle 50% of runs.", ""]
     for metric, (_, _, label) in METRICS.items():
-        lines += [f"## {label.capitalize()}", "", "| Setting | Seeds | IQM [95% CI] | Mean [95% CI] | Median [95% CI] | Per seed |",
+        lines += [f"## {label[0].upper() + label[1:]}", "", "| Setting | Seeds | IQM [95% CI] | Mean [95% CI] | Median [95% CI] | Per seed |",
                   "|---|---|---|---|---|---|"]
         for s, row in summary["settings"].items():
             m = row["metrics"][metric]

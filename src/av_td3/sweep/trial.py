@@ -85,12 +85,13 @@ def run_trial(trial: dict[str, Any], ctx: dict[str, Any], server: tuple[str, int
     cmd = train_command(trial, ctx, server)
     logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = logs_dir / f"{trial['name']}.log"
+    cwd = ctx.get("cwd") if ctx.get("cwd") and Path(ctx["cwd"]).is_dir() else None  # another node may lack it
     start = time.time()
     with open(log_path, "a") as log:
         log.write(f"\n[SWEEP] {time.strftime('%Y-%m-%d %H:%M:%S')} attempt: {' '.join(cmd)}\n")
         log.flush()
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=trial_env(ctx["cpu"]),
-                             cwd=ctx.get("cwd"), preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                             cwd=cwd, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     end = time.time()
     with open(logs_dir / f"{trial['name']}.attempts.jsonl", "a") as f:
         f.write(json.dumps({"start": start, "end": end, "returncode": rc,
