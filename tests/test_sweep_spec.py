@@ -149,3 +149,9 @@ def test_unreachable_cluster_address_exits_2_fast(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert main(["sweep", str(path), "--output", str(tmp_path / "out2"), "--address", "nonsense"]) == 2
     assert "must look like HOST:PORT" in capsys.readouterr().err
+
+
+def test_num_cpus_with_a_cluster_address_is_a_usage_error(tmp_path, capsys):
+    path = write(tmp_path, "base: BASE\nseeds: [0]\ngrid: {algorithm.n_step: [1]}\n")
+    assert main(["sweep", str(path), "--address", "auto", "--num-cpus", "2"]) == 2
+    assert "--num-cpus sizes a local Ray" in capsys.readouterr().err

@@ -335,6 +335,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from av_td3.sweep.runner import run_sweep
     from av_td3.sweep.spec import load_sweep
 
+    if args.address and args.num_cpus:
+        raise UsageError("--num-cpus sizes a local Ray; a cluster (--address) has the CPUs its nodes were started with")
     sweep = load_sweep(args.sweep_file, args.overrides)
     output = args.output or Path("sweeps") / sweep.name
     return run_sweep(sweep, output, address=args.address, max_concurrent=args.max_concurrent,
