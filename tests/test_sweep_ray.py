@@ -110,7 +110,8 @@ def test_failed_trial_is_retried_reported_and_the_others_finish(tmp_path):
     out = tmp_path / "sweep"
     res = subprocess.run(sweep_cmd(path, out), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=400)
     assert res.returncode == 1, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "FAILED devicecuda_seed0" in res.stdout and "--resume" in res.stdout
+    assert "FAILED devicecuda_seed0: trial devicecuda_seed0: av-td3 train exited with code 2" in res.stdout
+    assert "--resume" in res.stdout
     state = {t["name"]: t for t in json.loads((out / "sweep_state.json").read_text())["trials"]}
     assert state["devicecpu_seed0"]["status"] == "finished"
     failed = state["devicecuda_seed0"]

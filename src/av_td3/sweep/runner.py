@@ -164,7 +164,9 @@ def _run_on_ray(sweep: Sweep, pending, paths: dict[str, Path], address: str | No
     errors = {}
     for result in results:
         if result.error is not None:
-            errors[result.config["trial"]["name"]] = str(result.error)
+            text = str(result.error)  # Ray wraps it: worker traceback first, then our one-paragraph message
+            marker = "TrialFailedError: "
+            errors[result.config["trial"]["name"]] = text[text.rindex(marker) + len(marker):] if marker in text else text
     return errors
 
 
