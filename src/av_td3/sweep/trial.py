@@ -2,7 +2,7 @@
 
 Why a subprocess rather than calling ``Trainer`` in the Ray worker (measured and reasoned in
 docs/benchmarks.md, "Sweeps on Ray Tune"): each Tune trial starts a fresh worker process, so torch and
-av_td3 are imported once per trial either way, and the extra interpreter start costs ~0.05 s; in return
+av_td3 are imported once per trial either way (4 s), and the extra interpreter start costs 0.02 s; in return
 the trial gets the exact ``train`` code path (its SIGINT/SIGTERM checkpointing needs the main thread,
 while Tune runs function trainables in a side thread), its own OpenMP thread count, and a crash that
 cannot take the Ray worker down.
