@@ -1,4 +1,4 @@
-"""``av-td3`` command line: ``train``, ``evaluate``, ``report``.
+"""``av-td3`` command line: ``train``, ``evaluate``, ``baseline``, ``compare``, ``report``, ``sweep``.
 
 ``av-td3 train`` → ``Trainer.run`` (training/trainer.py) → ``TD3Agent.train`` (agents/td3.py).
 Bad input (config keys, values, files, missing servers) ends with one ``av-td3: error: ...`` line and
@@ -84,8 +84,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     _carla_servers_cli().add_parser(sub)
 
-    rep = sub.add_parser("report", help="markdown report with learning curves for a run directory")
-    rep.add_argument("run_dir", type=Path)
+    rep = sub.add_parser("report", help="markdown report for a run directory, or aggregates across seeds for a sweep")
+    rep.add_argument("run_dir", type=Path, help="a run directory (runs/<name>) or a sweep directory (sweeps/<name>)")
+
+    sw = sub.add_parser("sweep", help="run a grid of settings x seeds on Ray Tune (local, or a cluster with --address)")
+    sw.add_argument("sweep_file", type=Path, help="sweep YAML, e.g. configs/sweep_nstep.yaml")
+    sw.add_argument("--address", default=None, help="join a running Ray cluster (e.g. auto or HEAD_IP:6379); default: local Ray")
+    sw.add_argument("--max-concurrent", type=positive_int, default=None, help="trials at once (default: sweep file, else as many as fit)")
+    sw.add_argument("--resume", action="store_true", help="continue the sweep in --output: only unfinished trials run")
+    sw.add_argument("--output", type=Path, default=None, help="sweep directory (default: sweeps/<sweep file name>)")
+    sw.add_argument("--num-cpus", type=positive_int, default=None, help="CPUs local Ray may use (default: all)")
+    sw.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key in every trial (repeatable)")
     return parser
 
 
@@ -120,6 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _carla_servers_cli().train_with_servers(args, cmd_train, resolve_train_config)
         return {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
                 "baseline": cmd_baseline, "carla-servers": _carla_servers_cli().cmd_carla_servers,
+                "sweep": cmd_sweep,
                 "report": cmd_report}[args.command](args)
     except _user_errors() as exc:
         print(f"av-td3: error: {exc}", file=sys.stderr)
@@ -157,7 +168,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from av_td3.training.setup import DeviceUnavailableError
     from av_td3.training.run_dir import RunLockedError, RunNameError
 
-    errors: list[type[BaseException]] = [UsageError, ConfigError, CorruptFileError, FileNotFoundError,
+    from av_td3.report.sweep import SweepReportError
+
+    errors: list[type[BaseException]] = [UsageError, ConfigError, SweepReportError, CorruptFileError, FileNotFoundError,
                                          BufferTooLargeError, DeviceUnavailableError, AgentStateMismatchError,
                                          RunLockedError, RunNameError]
     try:
@@ -384,11 +397,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from av_td3.sweep.runner import run_sweep
+    from av_td3.sweep.spec import load_sweep
+
+    if args.address and args.num_cpus:
+        raise UsageError("--num-cpus sizes a local Ray; a cluster (--address) has the CPUs its nodes were started with")
+    sweep = load_sweep(args.sweep_file, args.overrides)
+    output = args.output or Path("sweeps") / sweep.name
+    return run_sweep(sweep, output, address=args.address, max_concurrent=args.max_concurrent,
+                     resume=args.resume, num_cpus=args.num_cpus)
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from av_td3.report.markdown import write_report
+    from av_td3.sweep.runner import MANIFEST
 
+    if (args.run_dir / MANIFEST).is_file():
+        from av_td3.report.sweep import write_sweep_report
+
+        paths = write_sweep_report(args.run_dir)
+        print(f"[REPORT] {paths['markdown']}\n[REPORT] {paths['json']}")
+        return 0
     if not (args.run_dir / "metrics.jsonl").is_file():
-        raise UsageError(f"{args.run_dir} is not a run directory (no metrics.jsonl); pass e.g. runs/<name>")
+        raise UsageError(f"{args.run_dir} is neither a run directory (no metrics.jsonl) nor a sweep directory "
+                         f"(no {MANIFEST}); pass e.g. runs/<name> or sweeps/<name>")
     from av_td3.io import check_writable_dir
 
     check_writable_dir(args.run_dir, "run directory (the report is written into it)")
