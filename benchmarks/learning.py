@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from av_td3.report.aggregate import aggregate_with_ci
 from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,24 +108,13 @@ def train_and_judge(scenario: int, seed: int, a: argparse.Namespace, work: Path)
 
 
 # ----------------------------------------------------------------------------------------------
-def iqm(x: np.ndarray) -> float:
-    """Interquartile mean: the mean of the middle 50% (Agarwal et al. 2021), robust to one outlier seed."""
-    x = np.sort(np.asarray(x, dtype=np.float64))
-    n = len(x)
-    lo, hi = int(math.floor(0.25 * n)), int(math.ceil(0.75 * n))
-    return float(x[lo:hi].mean()) if hi > lo else float(x.mean())
-
-
-def aggregate(values: list[float], resamples: int = 5000, seed: int = 0) -> dict:
-    """IQM, mean, median and a percentile-bootstrap 95% CI of the IQM over seeds."""
+def aggregate(values: list[float | None], seed: int = 0) -> dict:
+    """IQM, mean and median over seeds, each with a (stratified) bootstrap 95% CI (``av_td3.report.aggregate``)."""
     x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
     if x.size == 0:
-        return {"iqm": None, "mean": None, "median": None, "ci_low": None, "ci_high": None, "n": 0}
-    rng = np.random.default_rng(seed)
-    boots = [iqm(x[rng.integers(0, x.size, x.size)]) for _ in range(resamples)]
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"iqm": iqm(x), "mean": float(x.mean()), "median": float(np.median(x)),
-            "ci_low": float(lo), "ci_high": float(hi), "n": int(x.size)}
+        return {"n": 0}
+    stats = aggregate_with_ci(x.reshape(-1, 1), seed=seed)
+    return {"n": int(x.size), **{name: interval.to_dict() for name, interval in stats.items()}}
 
 
 def _at_most(value: float | None, limit: float) -> bool:
@@ -172,8 +162,9 @@ def plot(result: dict, path: Path) -> None:
         agg = result["aggregate"][str(sc)]["success_rate"]
         ref = result["classical"][str(sc)]["success_rate"]["mean"]
         ax.axhline(100 * ref, color="k", ls="--", lw=1, label=f"classical {100 * ref:.0f}%")
-        if agg["iqm"] is not None:
-            ax.axhline(100 * agg["iqm"], color="C3", lw=2, label=f"TD3 held-out IQM {100 * agg['iqm']:.0f}%")
+        if agg["n"]:
+            iqm = agg["iqm"]["point"]
+            ax.axhline(100 * iqm, color="C3", lw=2, label=f"TD3 held-out IQM {100 * iqm:.0f}%")
         ax.set(title=f"scenario {sc}", xlabel="env steps", ylabel="evaluation success (%)", ylim=(-3, 103))
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()

@@ -103,8 +103,10 @@ class RewardConfig(_Strict):
     lane_invasion_penalty: float = Field(1.0, ge=0, description="v1: safety units per step touching a lane marking.")
     # Version 2 only
     infraction_penalty: float = Field(
-        50.0, ge=0, le=1e6, description="v2: paid once when a collision or leaving the road ends the episode "
-        "(in reward units: 50 = the reward of 50 m of clean progress).")
+        5.0, ge=0, le=1e6, description="v2: paid once when a collision or leaving the road ends the episode, "
+        "in reward units (5 = the reward of 5 m of clean progress). Ending the episode is the main cost: "
+        "it forfeits the rest of the route. Large values (50) taught TD3 to stand still: every random "
+        "exploration episode ended off the road, so any motion looked worse than none.")
     lane_centre_penalty: float = Field(
         0.5, ge=0, le=1, description="v2: progress is scaled by 1 - this * min(|lateral deviation| / "
         "lane_centre_scale_m, 1).")
