@@ -201,7 +201,13 @@ def main() -> int:
     with ThreadPoolExecutor(max_workers=a.jobs + 1) as pool:
         # the classical controller plays the same held-out episodes while the policies train
         ref = {sc: pool.submit(compare, sc, {}, True, a, a.work_dir) for sc in a.scenarios}
-        runs = [f.result() for f in [pool.submit(train_and_judge, sc, s, a, a.work_dir) for sc, s in jobs]]
+        futures = [pool.submit(train_and_judge, sc, s, a, a.work_dir) for sc, s in jobs]
+        runs = []
+        for f in futures:  # each finished run is written at once: a time limit keeps what is done
+            runs.append(f.result())
+            if a.out:
+                a.out.parent.mkdir(parents=True, exist_ok=True)
+                a.out.with_suffix(".partial.json").write_text(json.dumps({"runs": runs}, indent=2, allow_nan=False))
         classical = {str(sc): f.result()["Classical"] for sc, f in ref.items()}
     agg = {str(sc): {m: aggregate([r["held_out"][m]["mean"] for r in runs if r["scenario"] == sc]) for m in METRICS}
            for sc in a.scenarios}
@@ -217,6 +223,7 @@ def main() -> int:
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(text + "\n")
+        a.out.with_suffix(".partial.json").unlink(missing_ok=True)
         plot(result, a.plot or a.out.with_suffix(".png"))
     return 0
 

@@ -258,12 +258,31 @@ def test_render_returns_last_camera_image_rgb(server):
     "action, steer, throttle, brake",
     [([0.3, 0.5], 0.3, 0.5, 0.0), ([-1.0, -0.7], -1.0, 0.0, 0.7), ([2.0, 3.0], 1.0, 1.0, 0.0), ([0.0, 0.0], 0.0, 0.0, 0.0)],
 )
-def test_action_maps_to_vehicle_control(env, server, action, steer, throttle, brake):
+def test_action_maps_to_vehicle_control(server, action, steer, throttle, brake):
+    ideal = {"actuator": {"steer_rate_per_s": None, "pedal_rate_per_s": None}}
+    env = CarlaEnv(client_factory=server, config=make_cfg(env=ideal))
     env.reset(seed=0)
     env.step(np.array(action, np.float32))
     c = server.hero().controls_applied[-1]
     assert (c.steer, c.throttle, c.brake) == pytest.approx((steer, throttle, brake))
     assert not c.reverse and not c.hand_brake
+    env.close()
+
+
+def test_actuator_rate_limit_applies_as_in_the_town(env, server):
+    """env.actuator (default 2.0 per second): the control moves 0.1 per 0.05 s step toward the command,
+    and starts from rest again after a reset."""
+    env.reset(seed=0)
+    seen = []
+    for _ in range(3):
+        env.step(np.array([1.0, -1.0], np.float32))
+        c = server.hero().controls_applied[-1]
+        seen += [c.steer, c.brake]
+    assert seen == pytest.approx([0.1, 0.1, 0.2, 0.2, 0.3, 0.3])
+    env.reset(seed=1)
+    env.step(np.array([-1.0, 1.0], np.float32))
+    c = server.hero().controls_applied[-1]
+    assert (c.steer, c.throttle) == pytest.approx((-0.1, 0.1))
 
 
 def test_events_end_the_episode(env, server):

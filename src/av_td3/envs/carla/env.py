@@ -62,6 +62,7 @@ from av_td3.envs.carla.camera import CameraSpec, camera_spec
 from av_td3.envs.carla.sensors import SensorSuite
 from av_td3.envs.carla import world as shared_world
 from av_td3.envs.carla.world import SyncWorld, restore_settings, shut_down_tm, tm_port_for
+from av_td3.envs.actuators import ActuatorLimiter
 from av_td3.envs.contract import (
     SCENARIO_NPCS,
     STEP_SECONDS,
@@ -166,6 +167,7 @@ class CarlaEnv(gym.Env):
         )
         self.action_space = make_action_space()
         self.task = DrivingTask(cfg.env, cfg.reward, STEP_SECONDS)
+        self.actuators = ActuatorLimiter(cfg.env.actuator, STEP_SECONDS)  # the town's actuator limits
         self._frames = FrameStack(cfg.env.frame_stack)
         self._camera = self._camera_spec()
 
@@ -240,7 +242,7 @@ class CarlaEnv(gym.Env):
             raise ValueError(f"action must have shape (2,) = [steer, throttle_brake], got shape {a.shape}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"action must be finite, got {a}")
-        action = np.clip(a, -1.0, 1.0)
+        action = self.actuators(a)  # clipped to [-1, 1], rate-limited as in the town
         steer, throttle, brake = action_to_controls(action)
         try:
             self._ego.apply_control(self._api.VehicleControl(throttle=throttle, steer=steer, brake=brake))
@@ -327,6 +329,7 @@ class CarlaEnv(gym.Env):
 
     def _start_episode(self) -> tuple[dict, dict]:
         s, c = self._session, self.carla_cfg
+        self.actuators.reset()  # wheels straight, pedals released
         planner = self._planners[str(s.map.name)]
         if self.env_cfg.route == "random":
             planned = planner.random_route(self._spawn_points, self.np_random, c.route_length_m)
