@@ -29,7 +29,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FAST = ["--set", "algorithm.batch_size=16", "--set", "training.buffer_size=5000", "--set", "env.max_episode_steps=80",
+FAST = ["--set", "algorithm.batch_size=16", "--set", "training.buffer_size=5000", "--set", "env.max_episode_steps=30",
         "--set", "evaluation.num_episodes=1", "--set", "logging.progress_bar=false", "--set", "logging.log_interval=20",
         "--set", "algorithm.start_timesteps=40"]
 

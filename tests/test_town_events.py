@@ -43,7 +43,7 @@ def test_driving_into_an_npc_is_a_collision():
             break
     assert term and info["collision"] and info["termination_reason"] == "collision"
     assert not info["success"]
-    assert info["reward_components"]["safety"] <= -env.reward_cfg.collision_penalty
+    assert info["reward_components"]["safety"] <= -env.reward_cfg.infraction_penalty
 
 
 def test_obstacle_distance_and_ttc_ahead():
@@ -93,7 +93,7 @@ def test_leaving_the_road_terminates_off_road():
     last = infos[-1]
     assert last["terminated"] and last["off_road"] and last["termination_reason"] == "off_road"
     assert last["lateral_deviation_m"] > 0  # right of the lane centre
-    assert last["reward_components"]["safety"] <= -env.reward_cfg.off_road_penalty
+    assert last["reward_components"]["safety"] <= -env.reward_cfg.infraction_penalty
 
 
 def test_lateral_limit_alone_terminates_off_road():
