@@ -44,7 +44,7 @@ from machine import machine_info  # noqa: E402  (benchmarks/machine.py)
 ROOT = Path(__file__).resolve().parents[1]
 #: Metrics read from ``av-td3 compare``'s comparison.json, per policy.
 METRICS = ("success_rate", "route_completion", "collisions_per_km", "lane_invasions_per_km", "mean_abs_jerk_mps3",
-           "min_ttc_s", "mean_speed_kmh", "episode_reward")
+           "min_ttc_s", "mean_speed_kmh", "episode_reward", "episode_length")
 
 
 def av_td3(*args: str, log: Path, threads: int) -> float:
