@@ -9,7 +9,7 @@ Observation (4, 84, 84) uint8 + (23,) float32, action (2,) float32 (the contract
 - seed design: float32 obs and next_obs stored per transition, computed analytically.
 - sample(256) wall time, median of repeated calls on a filled buffer, for ours (n_step 1 and 3) and SB3.
 
-Prints one JSON object; exits non-zero if ours exceeds the 7,500 bytes/transition goal (DESIGN.md §4).
+Prints one JSON object; exits non-zero if ours exceeds the 7,500 bytes/transition goal (docs/design.md §4).
 
     python benchmarks/buffer_memory.py [--fill 20000] [--repeats 200]
 """

@@ -1,4 +1,4 @@
-"""Every config key is read somewhere in the code (no dead keys, DESIGN.md §5).
+"""Every config key is read somewhere in the code (no dead keys, docs/design.md §5).
 
 A key counts as read when ``.<key>`` appears in a source file other than the config modules
 themselves. Crude, but it fails the moment a key is added and never used, or its reader is deleted.

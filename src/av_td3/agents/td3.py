@@ -1,6 +1,6 @@
 """TD3 (Fujimoto et al. 2018) whose NatureCNN learns end to end from dict observations.
 
-Encoder modes (``algorithm.encoder_mode``; DESIGN.md §3):
+Encoder modes (``algorithm.encoder_mode``; docs/design.md §3):
 
 ``critic`` (default)
     One CNN, trained by the critic loss only. The actor reads its features detached, and a Polyak
@@ -39,7 +39,7 @@ Defaults and why:
   ``float32`` for bit-for-bit float32 training.
 * ReLU after the CNN's last layer (not DrQ-v2's LayerNorm + tanh trunk): it is the seed's and SB3's
   NatureCNN, so the benchmark compares like with like. The guard against the feature-norm blow-up
-  seen before (DESIGN.md §5) is ``critic`` mode, which keeps the actor loss out of the encoder, plus
+  seen before (docs/design.md §5) is ``critic`` mode, which keeps the actor loss out of the encoder, plus
   ``feature_norm`` reported by every ``train()`` so a blow-up is caught when it starts.
 
 Performance (``benchmarks/td3_updates.py``): per update, two CNN forwards and one backward where

@@ -1,7 +1,7 @@
 """The observation / action / info contract (v1) that every driving backend shares.
 
 Code written against this module (agents, buffer, trainer, evaluation, baselines) never asks which
-backend it runs on. See DESIGN.md §2.
+backend it runs on. See docs/design.md §2.
 
 Observation: ``gymnasium.spaces.Dict`` with
     ``image``  uint8  ``(k, H, W)``, default ``(4, 84, 84)``: the last k grayscale camera frames, oldest

@@ -1,4 +1,4 @@
-"""Training health checks: the failure modes of DESIGN.md §5, detected while they happen.
+"""Training health checks: the failure modes of docs/design.md §5, detected while they happen.
 
 Each check turns a symptom into a named problem with a hint. A problem is reported when it appears
 (and again when it clears), so the console is not flooded; every report also goes to metrics.jsonl.

@@ -2,7 +2,7 @@
 
 Why not uniform random actions: with ``throttle_brake ~ U(-1, 1)`` the mean pedal is zero and the car
 never leaves the start; forward-only throttle with uniform steer drives in tight circles and biased
-earlier policies into hard turns (DESIGN.md §5). So random exploration here is
+earlier policies into hard turns (docs/design.md §5). So random exploration here is
 
 * throttle-biased: ``throttle_brake ~ N(random_throttle_mean, random_throttle_std)``, mostly throttle
   but with some braking;
