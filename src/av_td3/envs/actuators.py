@@ -31,19 +31,24 @@ class ActuatorLimiter:
 
     def __init__(self, cfg: ActuatorConfig, dt: float):
         inf = float("inf")
-        self.max_step = np.array(
-            [inf if cfg.steer_rate_per_s is None else cfg.steer_rate_per_s * dt,
-             inf if cfg.pedal_rate_per_s is None else cfg.pedal_rate_per_s * dt]
-        )
-        self.applied = np.zeros(2)
+        self.max_steer_step = inf if cfg.steer_rate_per_s is None else cfg.steer_rate_per_s * dt
+        self.max_pedal_step = inf if cfg.pedal_rate_per_s is None else cfg.pedal_rate_per_s * dt
+        self.steer = self.pedal = 0.0
 
     def reset(self) -> np.ndarray:
         """Centre the steering and release the pedals; returns the applied action (zeros)."""
-        self.applied = np.zeros(2)
-        return self.applied.copy()
+        self.steer = self.pedal = 0.0
+        return np.zeros(2)
 
     def __call__(self, command: np.ndarray) -> np.ndarray:
         """The action applied this step, given the ``(2,)`` command clipped to [-1, 1]."""
-        target = np.clip(np.asarray(command, dtype=np.float64), -1.0, 1.0)
-        self.applied = self.applied + np.clip(target - self.applied, -self.max_step, self.max_step)
-        return self.applied.copy()
+        # plain floats: two numbers per env step do not pay for numpy's per-call overhead
+        self.steer = _toward(self.steer, float(command[0]), self.max_steer_step)
+        self.pedal = _toward(self.pedal, float(command[1]), self.max_pedal_step)
+        return np.array([self.steer, self.pedal])
+
+
+def _toward(current: float, command: float, max_step: float) -> float:
+    """``current`` moved toward ``command`` (clipped to [-1, 1]) by at most ``max_step``."""
+    target = min(max(command, -1.0), 1.0)
+    return current + min(max(target - current, -max_step), max_step)

@@ -193,53 +193,46 @@ class DrivingReward:
 class ProgressReward:
     """Version 2: progress scaled down by soft penalties, infractions terminal (module docstring).
 
-    Args: as ``DrivingReward`` (``lateral_limit_m`` is unused: the lane-centre scale is a config key).
+    Args:
+        cfg: the factors' weights and the infraction penalty (``RewardConfig``).
+        target_speed_mps: speed above which the overspeed factor applies, m/s (> 0).
     """
 
-    def __init__(self, cfg: RewardConfig, target_speed_mps: float, lateral_limit_m: float | None = None):
+    def __init__(self, cfg: RewardConfig, target_speed_mps: float):
         if target_speed_mps <= 0:
             raise ValueError(f"target_speed_mps must be > 0, got {target_speed_mps}")
         self.cfg = cfg
         self.target_speed_mps = float(target_speed_mps)
 
     def factors(self, x: RewardInputs) -> dict[str, float]:
-        """The soft-penalty factors of one step, each in [0, 1] (1 = no penalty)."""
+        """The soft-penalty factors of one step, each in [0, 1] (1 = no penalty), keyed by the component
+        that reports what they cost, in the order they are applied."""
         cfg = self.cfg
         overspeed = max(x.speed_mps / self.target_speed_mps - 1.0, 0.0)
         closeness = min(max(1.0 - x.ttc_s / cfg.ttc_threshold_s, 0.0), 1.0)
-        values = {name: getattr(x, name) for name, _, _ in COMFORT_LIMITS}
-        exceeded = sum(not (lo <= values[name] <= hi) for name, lo, hi in COMFORT_LIMITS)
+        exceeded = sum(not (lo <= getattr(x, name) <= hi) for name, lo, hi in COMFORT_LIMITS)
+        lane = 1.0 - cfg.lane_centre_penalty * min(abs(x.lateral_deviation_m) / cfg.lane_centre_scale_m, 1.0)
         return {
-            "lane": 1.0 - cfg.lane_centre_penalty * min(abs(x.lateral_deviation_m) / cfg.lane_centre_scale_m, 1.0),
-            "marking": 1.0 - cfg.lane_marking_penalty * float(x.lane_invasion),
-            "speed": 1.0 - min(cfg.overspeed_penalty * overspeed, 1.0),
-            "ttc": 1.0 - cfg.ttc_penalty * closeness,
+            "lane_keeping": lane * (1.0 - cfg.lane_marking_penalty * float(x.lane_invasion)),
+            "efficiency": 1.0 - min(cfg.overspeed_penalty * overspeed, 1.0),
+            "safety": 1.0 - cfg.ttc_penalty * closeness,
             "comfort": 1.0 - cfg.comfort_penalty * exceeded / len(COMFORT_LIMITS),
         }
 
     def __call__(self, x: RewardInputs) -> tuple[float, dict[str, float]]:
         """Return ``(total, components)`` for one step (components sum to the total)."""
         cfg = self.cfg
-        gain = cfg.progress * min(max(x.progress_delta_m, -MAX_PROGRESS_STEP_M), MAX_PROGRESS_STEP_M)
-        lost = dict.fromkeys(("lane_keeping", "efficiency", "safety", "comfort"), 0.0)
+        comps = dict.fromkeys(COMPONENTS, 0.0)
+        gain = comps["progress"] = cfg.progress * min(max(x.progress_delta_m, -MAX_PROGRESS_STEP_M), MAX_PROGRESS_STEP_M)
         if gain > 0.0:  # driving backwards is never discounted
-            f = self.factors(x)
             kept = gain
-            for component, factor in (("lane_keeping", f["lane"] * f["marking"]), ("efficiency", f["speed"]),
-                                      ("safety", f["ttc"]), ("comfort", f["comfort"])):
-                lost[component] -= kept * (1.0 - factor)
+            for component, factor in self.factors(x).items():
+                comps[component] -= kept * (1.0 - factor)
                 kept *= factor
         if x.collision or x.off_road:
-            lost["safety"] -= cfg.infraction_penalty
-        comps = {
-            "efficiency": lost["efficiency"],
-            "progress": gain,
-            "lane_keeping": lost["lane_keeping"],
-            "comfort": lost["comfort"],
-            "safety": lost["safety"],
-            "goal": cfg.goal_bonus if x.goal_reached else 0.0,
-        }
-        comps = {k: float(comps[k]) for k in COMPONENTS}
+            comps["safety"] -= cfg.infraction_penalty
+        if x.goal_reached:
+            comps["goal"] = cfg.goal_bonus
         return float(sum(comps.values())), comps
 
 
@@ -247,4 +240,4 @@ def make_reward(cfg: RewardConfig, target_speed_mps: float, lateral_limit_m: flo
     """The reward of ``cfg.version`` (2: ``ProgressReward``, 1: ``DrivingReward``)."""
     if cfg.version == 1:
         return DrivingReward(cfg, target_speed_mps, lateral_limit_m)
-    return ProgressReward(cfg, target_speed_mps, lateral_limit_m)
+    return ProgressReward(cfg, target_speed_mps)

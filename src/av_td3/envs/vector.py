@@ -103,8 +103,7 @@ class EnvBatch:
         self.vector_env, self.env = vector_env, env
         self._pending: np.ndarray | None = None  # actions of a step_async still to run (sync/single envs)
         self.num_envs = 1 if env is not None else vector_env.num_envs
-        self.single_observation_space = (env or vector_env).observation_space if env is not None \
-            else vector_env.single_observation_space
+        self.single_observation_space = env.observation_space if env is not None else vector_env.single_observation_space
 
     @classmethod
     def single(cls, env: gymnasium.Env) -> "EnvBatch":
