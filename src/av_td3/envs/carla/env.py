@@ -409,9 +409,7 @@ class CarlaEnv(gym.Env):
             world = client.get_world()
             self.actors.destroy_all(client, self._api, world=world)
             if self._original_settings is not None:
-                tm = client.get_trafficmanager(self.tm_port)
-                restore_settings(world, tm, self._original_settings)
-                shut_down_tm(tm)
+                restore_settings(world, client.get_trafficmanager(self.tm_port), self._original_settings)
         except RuntimeError as exc:
             logger.warning("CARLA: could not clean up after the fault (%s); %d actors may remain", exc, len(self.actors))
 

@@ -159,8 +159,7 @@ class RoutePlanner:
     def _build(self, topology: Sequence[tuple[Any, Any]]) -> None:
         if not topology:
             raise ValueError("the map has an empty topology (no drivable lanes)")
-        for entry, _ in topology:  # entries first: an exit at an entry's location joins that node
-            self._node(entry)
+        # entries first: an exit at an entry's location joins that node
         entries = {self._node(entry) for entry, _ in topology}
         exits = {}
         for entry, exit in topology:

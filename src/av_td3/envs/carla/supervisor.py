@@ -99,13 +99,13 @@ def docker_cleanup_command(port: int) -> list[str]:
 
 def carla_probe(host: str, port: int, timeout_s: float) -> bool:
     """True when the server at host:port answers ``get_server_version()`` within ``timeout_s``."""
-    from av_td3.envs.carla.connection import import_carla
+    from av_td3.envs.carla.connection import real_client_factory
+    from av_td3.envs.carla.errors import CarlaNotInstalledError
 
-    carla = import_carla()
     try:
-        client = carla.Client(host, port)
-        client.set_timeout(timeout_s)
-        client.get_server_version()
+        real_client_factory(host, port, timeout_s).get_server_version()
+    except CarlaNotInstalledError:
+        raise  # a missing client is the user's to fix, not a server that does not answer
     except RuntimeError:
         return False
     return True

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from av_td3.io import atomic_write_text
 from av_td3.envs.carla.supervisor import (
     Policy,
     ServerState,
@@ -34,9 +35,7 @@ STATE_FILE = "state.json"
 
 
 def _write_state(state_dir: Path, state: dict) -> None:
-    tmp = state_dir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, state_dir / STATE_FILE)
+    atomic_write_text(state_dir / STATE_FILE, json.dumps(state, indent=1), "CARLA supervisor state")
 
 
 def read_state(state_dir: Path) -> dict | None:

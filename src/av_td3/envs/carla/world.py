@@ -162,9 +162,8 @@ class SyncWorld:
 
     def restore(self) -> None:
         """Put the TM back to asynchronous mode and the world back to its original settings, then shut the
-        TM down (best effort)."""
+        TM down (best effort, ``restore_settings``)."""
         restore_settings(self.world, self.tm, self.original_settings)
-        shut_down_tm(self.tm)
 
 
 def shut_down_tm(tm: Any) -> None:
@@ -179,8 +178,8 @@ def shut_down_tm(tm: Any) -> None:
 
 
 def restore_settings(world: Any, tm: Any, original_settings: Any) -> None:
-    """TM asynchronous, then the world's original settings; failures are logged, not raised (the server
-    may be gone, and then there is nothing left to restore)."""
+    """TM asynchronous, then the world's original settings, then the TM shut down; failures are logged,
+    not raised (the server may be gone, and then there is nothing left to restore)."""
     for what, fn in (
         ("traffic manager", lambda: tm.set_synchronous_mode(False)),
         ("world settings", lambda: world.apply_settings(original_settings)),
@@ -189,3 +188,4 @@ def restore_settings(world: Any, tm: Any, original_settings: Any) -> None:
             fn()
         except RuntimeError as exc:
             logger.warning("CARLA: could not restore the %s: %s", what, exc)
+    shut_down_tm(tm)
