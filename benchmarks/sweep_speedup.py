@@ -49,15 +49,13 @@ def timed(cmd: list[str], **kw) -> float:
 def sequential(steps: int, work: Path) -> dict:
     sys.path.insert(0, str(REPO / "src"))
     from av_td3.sweep.spec import load_sweep
+    from av_td3.sweep.trial import train_command
 
     sweep = load_sweep(SMOKE, [f"training.max_timesteps={steps}"])
     per_trial = {}
     t0 = time.perf_counter()
     for trial in sweep.trials:
-        cmd = [sys.executable, "-m", "av_td3.cli", "train", "--config", str(sweep.base), "--log-dir", str(work),
-               "--run-name", trial.name]
-        for item in trial.overrides:
-            cmd += ["--set", item]
+        cmd = train_command(trial.to_dict(), {"base": str(sweep.base), "trials_dir": str(work)}, None)  # as a trial runs
         per_trial[trial.name] = round(timed(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT), 2)
         log(f"sequential {trial.name}: {per_trial[trial.name]} s")
     return {"wall_s": round(time.perf_counter() - t0, 2), "per_trial_s": per_trial}

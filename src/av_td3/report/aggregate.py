@@ -32,7 +32,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -117,11 +117,17 @@ def _batched(statistic: Statistic) -> Callable[[np.ndarray], np.ndarray] | None:
             median: lambda x: np.median(flat(x), axis=1)}.get(statistic)
 
 
-def _percentile_interval(point: float, samples: np.ndarray, confidence: float) -> Interval:
+def _percentiles(samples: np.ndarray, confidence: float, axis: int | None = None) -> tuple[Any, Any]:
+    """The two-sided percentile bounds ``(low, high)`` of bootstrap ``samples`` at ``confidence``."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     alpha = (1 - confidence) / 2
-    low, high = np.percentile(samples, [100 * alpha, 100 * (1 - alpha)])
+    low, high = np.percentile(samples, [100 * alpha, 100 * (1 - alpha)], axis=axis)
+    return low, high
+
+
+def _percentile_interval(point: float, samples: np.ndarray, confidence: float) -> Interval:
+    low, high = _percentiles(samples, confidence)
     return Interval(float(point), float(low), float(high))
 
 
@@ -221,6 +227,5 @@ def performance_profile_ci(
     arr = as_score_matrix(scores)
     idx = stratified_resample_indices(*arr.shape, reps, np.random.default_rng(seed))
     samples = _profile(_resample(arr, idx), np.asarray(taus, dtype=np.float64))  # (reps, taus)
-    alpha = (1 - confidence) / 2
-    low, high = np.percentile(samples, [100 * alpha, 100 * (1 - alpha)], axis=0)
+    low, high = _percentiles(samples, confidence, axis=0)
     return performance_profile(arr, taus), low, high
