@@ -224,11 +224,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         name = check_run_name(cfg.logging.run_name) if cfg.logging.run_name else \
             f"{cfg.algorithm.name}_{cfg.env.name}_s{cfg.env.scenario}_{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(cfg.logging.log_dir) / name
-        if (run_dir / "metrics.jsonl").is_file() or (run_dir / "checkpoints").is_dir():
-            leftovers = restartable_leftovers(run_dir, checkpoint_dir)
-            if leftovers is None:
-                raise UsageError(f"run directory {run_dir} already holds a run; continue it with --resume auto "
-                                 f"--run-name {name}, or pick another --run-name")
+        leftovers = restartable_leftovers(run_dir, checkpoint_dir)
+        if leftovers is None:
+            raise UsageError(f"run directory {run_dir} already holds a run; continue it with --resume auto "
+                             f"--run-name {name}, or pick another --run-name")
     # Where the run writes must be writable before anything starts (not at the first save).
     check_writable_dir(run_dir, "run directory (--log-dir/--run-name)")
     if checkpoint_dir is not None:

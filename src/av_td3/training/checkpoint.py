@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from av_td3.io import CorruptFileError, atomic_torch_save, torch_load_checked
+from av_td3.training.run_dir import restartable_leftovers
 
 FORMAT = "av-td3-checkpoint"
 VERSION = 1
@@ -157,7 +158,7 @@ def find_checkpoint(target: str | Path, log_dir: str | Path, run_name: str | Non
         candidate = log_dir / run_name / "checkpoints" / LATEST
         if candidate.is_file():
             return candidate
-        if (log_dir / run_name / "config.yaml").is_file() or (log_dir / run_name / "metrics.jsonl").is_file():
+        if restartable_leftovers(log_dir / run_name, None):  # the one rule for "stopped before a checkpoint"
             raise FileNotFoundError(
                 f"--resume auto: run '{run_name}' in {log_dir} stopped before its first checkpoint, so there is "
                 f"nothing to resume; start it again by running the same command without --resume (its old "

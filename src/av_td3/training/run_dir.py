@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from av_td3.training.run_logger import iter_metric_lines
+
 LOCK = ".lock"
 LOCK_OWNER = ".lock.owner"  # who holds the lock (the lock file itself is truncated by contenders)
 
@@ -121,15 +123,7 @@ def split_metrics(path: Path, step: int) -> tuple[list[str], list[str]]:
     line from a kill, anything that is not a JSON object) go with neither."""
     keep: list[str] = []
     later: list[str] = []
-    if not path.is_file():
-        return keep, later
-    for line in path.read_text(errors="replace").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if not isinstance(record, dict):
-            continue
+    for line, record in iter_metric_lines(path):
         s = record.get("step", 0)
         (keep if not isinstance(s, (int, float)) or s <= step else later).append(line)
     return keep, later

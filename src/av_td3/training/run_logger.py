@@ -10,7 +10,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from tqdm import tqdm
 
@@ -90,17 +90,20 @@ class RunLogger:
             self._tb.close()
 
 
+def iter_metric_lines(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(line, record)`` for each line of a ``metrics.jsonl`` that is a JSON object; others (a torn last
+    line from a kill, a hand edit, bytes that are not UTF-8) are skipped. No file: nothing."""
+    if not path.is_file():
+        return
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            yield line, record
+
+
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """All records of a run's ``metrics.jsonl``. Lines that are not a JSON object with a ``type`` (a
-    torn last line from a kill, a hand edit, bytes that are not UTF-8) are skipped."""
-    path = Path(run_dir) / "metrics.jsonl"
-    records = []
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and isinstance(record.get("type"), str):
-                records.append(record)
-    return records
+    """All records of a run's ``metrics.jsonl`` that have a ``type`` (see ``iter_metric_lines``)."""
+    return [r for _, r in iter_metric_lines(Path(run_dir) / "metrics.jsonl") if isinstance(r.get("type"), str)]
