@@ -330,12 +330,11 @@ class BaseReplayBuffer(ABC):
         ``stamp`` (JSON-able, e.g. the training checkpoint's step and id) is stored with it and read back
         by :meth:`read_stamp`, so a checkpoint can tell its own buffer from another one.
         """
-        meta, arrays = self._state()
-        meta = {"format": FORMAT_VERSION, "class": type(self).__name__, "rng": self.rng.bit_generator.state, **meta}
+        state = self.state_dict()
+        meta = {"format": FORMAT_VERSION, "class": type(self).__name__, **state["meta"]}
         if stamp is not None:
             meta["stamp"] = stamp
-        meta["action_bound"] = self.action_bound
-        arrays = {"meta": np.array(json.dumps(meta)), **arrays}
+        arrays = {"meta": np.array(json.dumps(meta)), **state["arrays"]}
         atomic_write(path, lambda f: np.savez(f, **arrays), what="replay buffer")
 
     @classmethod
@@ -381,9 +380,7 @@ class BaseReplayBuffer(ABC):
                     ) from None
             rows = {name: reader.read_into(name, store) for name, store in buf._storage().items()}
             with reader.reading("settings", bad_setting):
-                buf._set_counters(meta)
-                buf.rng.bit_generator.state = meta["rng"]
-                buf.action_bound = meta.get("action_bound")
+                buf._restore_meta(meta)
             with reader.reading("settings"):
                 _check_rows(rows, buf._rows_filled())
         return buf
@@ -400,11 +397,15 @@ class BaseReplayBuffer(ABC):
         meta, arrays = state["meta"], state["arrays"]
         buf = cls._build(meta, arrays.__getitem__, meta["device"] if device is None else device)
         buf._fill(arrays)
-        buf._set_counters(meta)
+        buf._restore_meta(meta)
         _check_rows({name: len(arrays[name]) for name in buf._storage()}, buf._rows_filled())
-        buf.rng.bit_generator.state = meta["rng"]
-        buf.action_bound = meta.get("action_bound")
         return buf
+
+    def _restore_meta(self, meta: dict[str, Any]) -> None:
+        """Counters, RNG state and action bound from a saved ``meta`` (``state_dict()["meta"]``)."""
+        self._set_counters(meta)
+        self.rng.bit_generator.state = meta["rng"]
+        self.action_bound = meta.get("action_bound")
 
 
 def _check_rows(rows: dict[str, int], filled: int) -> None:
