@@ -206,8 +206,10 @@ def main() -> int:
         for f in futures:  # each finished run is written at once: a time limit keeps what is done
             runs.append(f.result())
             if a.out:
+                done = {str(sc): r.result()["Classical"] for sc, r in ref.items() if r.done() and not r.exception()}
                 a.out.parent.mkdir(parents=True, exist_ok=True)
-                a.out.with_suffix(".partial.json").write_text(json.dumps({"runs": runs}, indent=2, allow_nan=False))
+                a.out.with_suffix(".partial.json").write_text(
+                    json.dumps({"overrides": a.set, "runs": runs, "classical": done}, indent=2, allow_nan=False))
         classical = {str(sc): f.result()["Classical"] for sc, f in ref.items()}
     agg = {str(sc): {m: aggregate([r["held_out"][m]["mean"] for r in runs if r["scenario"] == sc]) for m in METRICS}
            for sc in a.scenarios}

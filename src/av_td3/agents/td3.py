@@ -139,6 +139,7 @@ class TD3Agent:
         self.policy_noise, self.noise_clip = alg.policy_noise * max_action, alg.noise_clip * max_action
         self.batch_size, self.start_timesteps, self.expl_noise = alg.batch_size, alg.start_timesteps, alg.expl_noise
         self.image_pad, self.max_grad_norm = alg.image_pad, alg.max_grad_norm
+        self.action_smoothness = alg.action_smoothness
         self.cnn_dtype = cnn_compute_dtype(nets.cnn.precision, self.device)  # None: float32
         self.total_it = 0
         self.feature_dim, self._vector_keys = self.state_dim, ("vector",)  # set from the CNN below
@@ -382,7 +383,7 @@ class TD3Agent:
             target_q = self.td_target(next_obs, batch.reward, batch.not_done, batch.discount)
         stats = self.update_critic(state, batch.action, target_q)
         if self.total_it % self.policy_freq == 0:
-            stats.update(self.update_actor(obs, state))
+            stats.update(self.update_actor(obs, state, next_obs))
             self.soft_update()
         return stats
 
@@ -434,16 +435,36 @@ class TD3Agent:
         stats.update(self._feature_stats(state.detach()))
         return stats
 
-    def actor_loss(self, obs: Any, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def actor_loss(self, obs: Any, state: torch.Tensor, next_obs: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``-Q1(s, pi(s))`` on the critic's features ``state`` (B, S), detached here: the actor loss never
-        shapes the critic's encoder. The actor reads ``state`` too, or its own CNN in ``separate`` mode."""
+        shapes the critic's encoder. The actor reads ``state`` too, or its own CNN in ``separate`` mode.
+
+        With ``algorithm.action_smoothness`` = w > 0 (CAPS's temporal term, Mysore et al. 2021) the loss is
+        ``-mean Q1 / mean|Q1| + w * mean ||pi(s) - pi(s')||_2`` with ``s'`` = ``next_obs`` (the buffer's
+        next observation, ``n_step`` steps later): dividing by the batch's mean |Q| (no gradient, as in
+        TD3+BC) makes w the weight of smoothness against a unit of value whatever the reward scale.
+        """
         state = state.detach()
         actor_state = state if self.actor_encoder is None else self.actor_encoder(obs)
         action = self.actor(actor_state)
-        return -self.critic.q1(state, action).mean(), action
+        q = self.critic.q1(state, action)
+        if self.action_smoothness == 0.0 or next_obs is None:
+            return -q.mean(), action
+        next_action = self.actor(self._actor_features(next_obs))
+        # sqrt(x + eps): the L2 norm's gradient is undefined where both actions are equal
+        smoothness = ((action - next_action).pow(2).sum(dim=1) + 1e-8).sqrt().mean()
+        return -q.mean() / q.abs().mean().detach().clamp_min(1e-6) + self.action_smoothness * smoothness, action
 
-    def update_actor(self, obs: Any, state: torch.Tensor) -> dict[str, torch.Tensor]:
-        loss, action = self.actor_loss(obs, state)
+    def _actor_features(self, obs: Any) -> torch.Tensor:
+        """What the actor reads for ``obs``: the online critic encoder's features without gradient, or (in
+        ``separate`` mode) its own CNN's, with gradient; (B, S)."""
+        if self.actor_encoder is not None:
+            return self.actor_encoder(obs)
+        with torch.no_grad():
+            return self.encoder(obs)
+
+    def update_actor(self, obs: Any, state: torch.Tensor, next_obs: Any = None) -> dict[str, torch.Tensor]:
+        loss, action = self.actor_loss(obs, state, next_obs)
         for opt in self._actor_optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward(inputs=self._actor_params)  # the critic's weights need no gradient from this loss

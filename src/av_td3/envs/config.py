@@ -44,6 +44,10 @@ class EnvConfig(_Strict):
         None, min_length=1, description="Scenarios (0/1/2) drawn uniformly per TRAINING episode, e.g. [0, 1, 2] "
         "for one policy that drives every density; evaluation always uses env.scenario. None = env.scenario "
         "(or env.npc_count) in training too.")
+    lane_invasion_ends_episode: bool = Field(
+        False, description="TRAINING env only: a lane line between the wheels ends the episode (terminated, "
+        "reason lane_invasion), as a collision does, so crossing a line costs the rest of the route. Evaluation "
+        "episodes keep driving, so the lane-invasion rate counts every crossing.")
     route: Literal["default", "random"] = Field(
         "random", description="random: a new seeded 100-300 m route per episode (evaluation seeds are disjoint "
         "from training seeds, so evaluation routes are unseen); default: the fixed 284 m route.")

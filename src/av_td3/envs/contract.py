@@ -60,7 +60,8 @@ INFO_KEYS = (
 )
 
 #: Values of ``info["termination_reason"]``: why the episode ended, or ``"none"`` while it runs.
-TERMINATION_REASONS = ("none", "collision", "off_road", "goal_reached", "time_limit", "stalled", "error")
+TERMINATION_REASONS = ("none", "collision", "off_road", "lane_invasion", "goal_reached", "time_limit", "stalled",
+                       "error")
 
 
 def vector_dim(num_waypoints: int = NUM_WAYPOINTS) -> int:

@@ -124,7 +124,8 @@ class DrivingTask:
     """Builds the contract vector, computes the reward and decides the episode end.
 
     Termination (``terminated``; stops bootstrapping): collision, off-road (backend surface check OR
-    ``|lateral deviation| > env.off_road_lateral_m``), goal reached (``remaining <= env.goal_tolerance_m``).
+    ``|lateral deviation| > env.off_road_lateral_m``), a lane invasion when ``env.lane_invasion_ends_episode``
+    (training envs only), goal reached (``remaining <= env.goal_tolerance_m``).
     Truncation (only if not terminated): ``env.max_episode_steps`` steps, or ``env.stall_steps``
     consecutive steps below 0.5 km/h.
 
@@ -240,6 +241,8 @@ class DrivingTask:
             reason = "collision"
         elif off_road:
             reason = "off_road"
+        elif events.lane_invasion and self.cfg.lane_invasion_ends_episode:
+            reason = "lane_invasion"
         elif goal_now:
             reason = "goal_reached"
         terminated = reason != "none"

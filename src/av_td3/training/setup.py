@@ -27,16 +27,24 @@ def resolve_device(requested: str) -> str:
 def make_env(cfg: Config, render_mode: str | None = None, training: bool = False) -> gymnasium.Env:
     """The configured backend (``env.name``) as a gymnasium env, scenario and all from ``cfg``.
 
-    ``env.traffic_mix`` (a traffic density drawn per episode) applies only to the training env
-    (``training=True``); every evaluation plays ``env.scenario``.
+    ``env.traffic_mix`` (a traffic density drawn per episode) and ``env.lane_invasion_ends_episode`` apply
+    only to the training env (``training=True``); every evaluation plays ``env.scenario`` to the end.
     """
     register_envs()
     env_id = TOWN_ID if cfg.env.name == "town" else CARLA_ID
-    if not training and cfg.env.traffic_mix is not None:
-        cfg = cfg.model_copy(update={"env": cfg.env.model_copy(update={"traffic_mix": None})})
+    if not training:
+        cfg = evaluation_config(cfg)
     # The env enforces its own step limit (env.max_episode_steps), so no TimeLimit wrapper here.
     return gymnasium.make(env_id, scenario=cfg.env.scenario, render_mode=render_mode, config=cfg,
                           disable_env_checker=True)
+
+
+def evaluation_config(cfg: Config) -> Config:
+    """``cfg`` without the training-only env settings (``traffic_mix``, ``lane_invasion_ends_episode``)."""
+    training_only = {"traffic_mix": None, "lane_invasion_ends_episode": False}
+    if all(getattr(cfg.env, k) == v for k, v in training_only.items()):
+        return cfg
+    return cfg.model_copy(update={"env": cfg.env.model_copy(update=training_only)})
 
 
 def build_agent(cfg: Config, observation_space: gymnasium.spaces.Dict, device: str, verbose: bool = True):
