@@ -32,7 +32,7 @@ def test_loss_is_normalised_value_plus_weighted_action_distance(mode):
     actor_in = state.detach() if mode == "critic" else agent.actor_encoder(batch.obs)
     next_in = agent.encoder(batch.next_obs) if mode == "critic" else agent.actor_encoder(batch.next_obs)
     q = agent.critic.q1(state.detach(), agent.actor(actor_in))
-    distance = (agent.actor(actor_in) - agent.actor(next_in)).norm(dim=1).mean()
+    distance = (agent.actor(actor_in) - agent.actor(next_in)).pow(2).sum(dim=1).mean()
     expected = -q.mean() / q.abs().mean() + 0.7 * distance
     assert torch.allclose(loss, expected, atol=1e-5)
 
@@ -55,13 +55,6 @@ def test_smoothness_gradient_brings_consecutive_actions_together():
             agent.update_actor(batch.obs, state, batch.next_obs)
         distances[weight] = distance() / before
     assert distances[5.0] < 0.5 < distances[0.0]
-
-
-def test_actor_gradient_is_finite_where_both_actions_are_equal():
-    agent = fill(make_agent("critic", action_smoothness=1.0))
-    batch, state = _batch_and_features(agent)
-    stats = agent.update_actor(batch.obs, state, batch.obs)  # s' = s: zero distance everywhere
-    assert torch.isfinite(stats["actor_grad_norm"]) and torch.isfinite(stats["actor_loss"])
 
 
 def test_negative_weight_is_a_config_error():

@@ -23,9 +23,9 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 B = 32
 
 
-def make_agent(device: str, **training) -> TD3Agent:
+def make_agent(device: str, action_smoothness: float = 0.0, **training) -> TD3Agent:
     """Deterministic update: no random shift, zero target-policy noise, float32 CNN (same seed -> same nets)."""
-    cfg = {"algorithm": {"image_pad": 0, "policy_noise": 0.0, "batch_size": B},
+    cfg = {"algorithm": {"image_pad": 0, "policy_noise": 0.0, "batch_size": B, "action_smoothness": action_smoothness},
            "networks": {"cnn": {"precision": "float32"}},
            "training": {"buffer_size": 2000, **training}}
     torch.manual_seed(0)  # the CNN is built here, from the global RNG: same weights in every agent
@@ -71,11 +71,13 @@ def test_buffer_device_setting():
 
 
 @cuda
-def test_graph_update_gives_the_eager_losses_on_a_fixed_batch():
+@pytest.mark.parametrize("action_smoothness", [0.0, 0.5])
+def test_graph_update_gives_the_eager_losses_on_a_fixed_batch(action_smoothness):
     """The same fixed batch through eager ``update()`` and through ``GraphedUpdate`` (3 eager warm-up
-    updates, then replays of the critic-only and critic+actor graphs): same losses at every step."""
+    updates, then replays of the critic-only and critic+actor graphs): same losses at every step, with
+    and without the smoothness term in the actor loss."""
     batch = fixed_batch("cuda")
-    eager, graphed = make_agent("cuda"), make_agent("cuda")
+    eager, graphed = make_agent("cuda", action_smoothness), make_agent("cuda", action_smoothness)
     run = GraphedUpdate(graphed, B, sample=lambda: batch)
     for step in range(10):
         expect = {k: float(v) for k, v in eager.update(batch).items()}
@@ -179,11 +181,12 @@ def _batches(device: str, n: int) -> list[ReplayBatch]:
     return out
 
 
-def test_graph_control_flow_matches_eager_on_cpu_stand_in(fake_cuda):
+@pytest.mark.parametrize("action_smoothness", [0.0, 0.5])
+def test_graph_control_flow_matches_eager_on_cpu_stand_in(fake_cuda, action_smoothness):
     """Host-batch path: a different batch every step (picked by the update counter) reaches the static
     inputs before each replay; critic-only and actor steps alternate as in eager TD3 (policy_freq 2)."""
     batches = _batches("cpu", 4)
-    eager, graphed = make_agent("cpu"), make_agent("cpu")
+    eager, graphed = make_agent("cpu", action_smoothness), make_agent("cpu", action_smoothness)
     fake_cuda(graphed)
     run = GraphedUpdate(graphed, B, sample=lambda: batches[graphed.total_it % 4])
     for step in range(9):
