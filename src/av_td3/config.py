@@ -84,8 +84,8 @@ class AlgorithmConfig(StrictModel):
     n_step: int = Field(3, ge=1, le=20, description="n-step TD returns.")
     max_grad_norm: float | None = Field(None, gt=0, description="Clip each network's grad norm; None = off.")
     action_smoothness: float = Field(
-        0.0, ge=0, le=100, description="CAPS temporal smoothness: the actor loss becomes -mean Q / mean|Q| + this * "
-        "mean ||pi(s) - pi(s')|| (s' = the buffer's next observation); 0 = plain TD3 actor loss.")
+        0.0, ge=0, le=100, description="CAPS-style temporal smoothness: the actor loss becomes -mean Q / mean|Q| + this "
+        "* mean ||pi(s) - pi(s')||^2 (s' = the buffer's next observation); 0 = plain TD3 actor loss.")
 
 
 class TrainingConfig(StrictModel):

@@ -439,10 +439,12 @@ class TD3Agent:
         """``-Q1(s, pi(s))`` on the critic's features ``state`` (B, S), detached here: the actor loss never
         shapes the critic's encoder. The actor reads ``state`` too, or its own CNN in ``separate`` mode.
 
-        With ``algorithm.action_smoothness`` = w > 0 (CAPS's temporal term, Mysore et al. 2021) the loss is
-        ``-mean Q1 / mean|Q1| + w * mean ||pi(s) - pi(s')||_2`` with ``s'`` = ``next_obs`` (the buffer's
-        next observation, ``n_step`` steps later): dividing by the batch's mean |Q| (no gradient, as in
-        TD3+BC) makes w the weight of smoothness against a unit of value whatever the reward scale.
+        With ``algorithm.action_smoothness`` = w > 0 (after CAPS's temporal term, Mysore et al. 2021) the
+        loss is ``-mean Q1 / mean|Q1| + w * mean ||pi(s) - pi(s')||^2`` with ``s'`` = ``next_obs`` (the
+        buffer's next observation, ``n_step`` steps later). Dividing by the batch's mean |Q| (no gradient,
+        as in TD3+BC) makes w the weight of smoothness against a unit of value whatever the reward scale.
+        Squared, unlike CAPS's plain distance: its pull grows with the jump, so it damps throttle/brake
+        flips (the jerk) and barely touches the small changes that steering through a bend needs.
         """
         state = state.detach()
         actor_state = state if self.actor_encoder is None else self.actor_encoder(obs)
@@ -451,8 +453,7 @@ class TD3Agent:
         if self.action_smoothness == 0.0 or next_obs is None:
             return -q.mean(), action
         next_action = self.actor(self._actor_features(next_obs))
-        # sqrt(x + eps): the L2 norm's gradient is undefined where both actions are equal
-        smoothness = ((action - next_action).pow(2).sum(dim=1) + 1e-8).sqrt().mean()
+        smoothness = (action - next_action).pow(2).sum(dim=1).mean()
         return -q.mean() / q.abs().mean().detach().clamp_min(1e-6) + self.action_smoothness * smoothness, action
 
     def _actor_features(self, obs: Any) -> torch.Tensor:
