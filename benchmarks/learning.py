@@ -101,9 +101,15 @@ def compare(scenario: int, policies: dict[str, str], classical: bool, a: argpars
 
 
 def train_and_judge(scenario: int, seed: int, a: argparse.Namespace, work: Path) -> dict:
-    """One training run, then its held-out evaluation (in the same worker, so runs overlap)."""
+    """One training run, then its held-out evaluation (in the same worker, so runs overlap): the final
+    policy (``held_out``) and ``checkpoints/best.pt`` (``held_out_best``, the policy the validation
+    evaluations during training chose; validation and held-out seeds are disjoint)."""
     run = train(scenario, seed, a, work)
-    run["held_out"] = compare(scenario, {f"seed{seed}": run["run_dir"]}, False, a, work)[f"seed{seed}"]
+    best = Path(run["run_dir"]) / "checkpoints" / "best.pt"
+    policies = {f"seed{seed}": run["run_dir"], **({f"seed{seed}_best": str(best)} if best.is_file() else {})}
+    results = compare(scenario, policies, False, a, work)
+    run["held_out"] = results[f"seed{seed}"]
+    run["held_out_best"] = results.get(f"seed{seed}_best")
     return run
 
 
@@ -122,8 +128,10 @@ def _at_most(value: float | None, limit: float) -> bool:
     return value is not None and value <= limit
 
 
-def floors(runs: list[dict], classical: dict, min_success: float) -> dict:
-    """The main job's floors, per scenario: success, comfort (jerk) and lane invasions, per seed."""
+def floors(runs: list[dict], classical: dict, min_success: float, policy: str = "held_out") -> dict:
+    """The main job's floors, per scenario: success, comfort (jerk) and lane invasions, per seed, for the
+    final policies (``policy="held_out"``) or the best checkpoints (``"held_out_best"``)."""
+    runs = [{**r, "held_out": r[policy]} for r in runs if r.get(policy)]
     out = {}
     for scenario in sorted({r["scenario"] for r in runs}):
         rs = [r for r in runs if r["scenario"] == scenario]
@@ -211,14 +219,18 @@ def main() -> int:
                 a.out.with_suffix(".partial.json").write_text(
                     json.dumps({"overrides": a.set, "runs": runs, "classical": done}, indent=2, allow_nan=False))
         classical = {str(sc): f.result()["Classical"] for sc, f in ref.items()}
-    agg = {str(sc): {m: aggregate([r["held_out"][m]["mean"] for r in runs if r["scenario"] == sc]) for m in METRICS}
-           for sc in a.scenarios}
+    def across_seeds(policy: str) -> dict:
+        return {str(sc): {m: aggregate([r[policy][m]["mean"] for r in runs if r["scenario"] == sc and r.get(policy)])
+                          for m in METRICS} for sc in a.scenarios}
+
+    agg, agg_best = across_seeds("held_out"), across_seeds("held_out_best")
     result = {
         "benchmark": "learning", "config": str(a.config.relative_to(ROOT) if a.config.is_relative_to(ROOT) else a.config),
         "overrides": a.set, "steps": a.steps, "seeds": a.seeds, "scenarios": a.scenarios, "episodes": a.episodes,
         "device": a.device, "jobs": a.jobs, "threads_per_job": a.threads,
         "wall_time_s": time.perf_counter() - t0, "machine": machine_info(),
         "runs": runs, "classical": classical, "aggregate": agg, "floors": floors(runs, classical, a.min_success),
+        "aggregate_best": agg_best, "floors_best": floors(runs, classical, a.min_success, "held_out_best"),
     }
     text = json.dumps(result, indent=2, allow_nan=False)
     print(text)

@@ -19,7 +19,7 @@ def _batch_and_features(agent):
 def test_zero_weight_is_the_plain_td3_actor_loss():
     agent = fill(make_agent("critic"))
     batch, state = _batch_and_features(agent)
-    loss, action = agent.actor_loss(batch.obs, state, batch.next_obs)
+    loss, action = agent.actor_loss(batch.obs, state, agent._target_features(batch.next_obs)[1])
     expected = -agent.critic.q1(state.detach(), agent.actor(state.detach())).mean()
     assert torch.allclose(loss, expected)
 
@@ -28,9 +28,11 @@ def test_zero_weight_is_the_plain_td3_actor_loss():
 def test_loss_is_normalised_value_plus_weighted_action_distance(mode):
     agent = fill(make_agent(mode, action_smoothness=0.7))
     batch, state = _batch_and_features(agent)
-    loss, action = agent.actor_loss(batch.obs, state, batch.next_obs)
+    next_in = agent._target_features(batch.next_obs)[1]
+    loss, action = agent.actor_loss(batch.obs, state, next_in)
     actor_in = state.detach() if mode == "critic" else agent.actor_encoder(batch.obs)
-    next_in = agent.encoder(batch.next_obs) if mode == "critic" else agent.actor_encoder(batch.next_obs)
+    expected_next = agent.encoder_target(batch.next_obs) if mode == "critic" else agent.actor_encoder_target(batch.next_obs)
+    assert torch.equal(next_in, expected_next)  # the target encoder the TD target runs, no extra CNN pass
     q = agent.critic.q1(state.detach(), agent.actor(actor_in))
     distance = (agent.actor(actor_in) - agent.actor(next_in)).pow(2).sum(dim=1).mean()
     expected = -q.mean() / q.abs().mean() + 0.7 * distance
@@ -44,7 +46,7 @@ def test_smoothness_gradient_brings_consecutive_actions_together():
     for weight in (0.0, 5.0):
         agent = fill(make_agent("critic", action_smoothness=weight))
         batch, state = _batch_and_features(agent)
-        state, next_state = state.detach(), agent.encoder(batch.next_obs).detach()
+        state, next_state = state.detach(), agent._target_features(batch.next_obs)[1].detach()
 
         def distance():
             with torch.no_grad():
@@ -52,7 +54,7 @@ def test_smoothness_gradient_brings_consecutive_actions_together():
 
         before = distance()
         for _ in range(60):
-            agent.update_actor(batch.obs, state, batch.next_obs)
+            agent.update_actor(batch.obs, state, next_state)
         distances[weight] = distance() / before
     assert distances[5.0] < 0.5 < distances[0.0]
 

@@ -120,10 +120,26 @@ class ExplorationConfig(StrictModel):
 
 
 class EvaluationConfig(StrictModel):
-    num_episodes: int = Field(5, ge=1)
-    seed: int = Field(10_000, ge=0, description="Evaluation episodes use seeds seed, seed+1, ...")
+    """Seeded evaluation episodes: during training on VALIDATION seeds (they choose ``checkpoints/best.pt``),
+    afterwards (``av-td3 evaluate`` / ``compare`` / ``baseline``) on TEST seeds, so a policy picked on some
+    episodes is judged on others."""
+
+    num_episodes: int = Field(5, ge=1, description="Episodes of each evaluation during training.")
+    seed: int = Field(10_000, ge=0, description="Test episodes (evaluate, compare, baseline) use seeds seed, seed+1, ...")
+    validation_seed: int = Field(
+        20_000, ge=0, description="Evaluations during training (which pick checkpoints/best.pt) use seeds "
+        "validation_seed, validation_seed+1, ...; keep them clear of the test seeds.")
     video: bool = Field(False, description="Write a video of the final evaluation.")
     video_format: Literal["mp4", "gif"] = "mp4"
+
+    @model_validator(mode="after")
+    def _validation_clear_of_test(self) -> "EvaluationConfig":
+        if self.seed <= self.validation_seed < self.seed + 1000 or self.validation_seed <= self.seed < self.validation_seed + self.num_episodes:
+            raise ValueError(
+                f"evaluation.validation_seed={self.validation_seed} overlaps the test episodes from evaluation.seed="
+                f"{self.seed}: checkpoints chosen on them would be judged on the same episodes; keep the two at "
+                "least 1000 apart (e.g. validation_seed: 20000, seed: 10000)")
+        return self
 
 
 class LoggingConfig(StrictModel):

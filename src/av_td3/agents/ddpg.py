@@ -75,12 +75,13 @@ class DDPGAgent(TD3Agent):
     def _make_critic(self, state_dim: int, action_dim: int, hidden: list[int]) -> nn.Module:
         return SingleCritic(state_dim, action_dim, hidden)
 
-    def td_target(self, next_obs: Any, reward: torch.Tensor, not_done: torch.Tensor, discount: Any) -> torch.Tensor:
+    def td_target(self, next_obs: Any, reward: torch.Tensor, not_done: torch.Tensor, discount: Any,
+                  next_features: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``r + not_done * discount * Q'(s', pi'(s'))``, shape (B, 1): no noise, no min over two critics.
 
         ``not_done`` is 0 only for ``terminated``; ``discount`` is gamma^m of the buffer's m-step window.
         """
-        next_state, actor_next = self._target_features(next_obs)
+        next_state, actor_next = next_features or self._target_features(next_obs)
         return reward + not_done * discount * self.critic_target(next_state, self.actor_target(actor_next))
 
     def critic_loss(self, state: torch.Tensor, action: torch.Tensor,

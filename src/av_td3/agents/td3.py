@@ -380,10 +380,11 @@ class TD3Agent:
         obs, next_obs = self.augment(batch.obs), self.augment(batch.next_obs)
         state = self.encoder(obs)  # (B, S); gradients reach the critic's CNN
         with torch.no_grad():
-            target_q = self.td_target(next_obs, batch.reward, batch.not_done, batch.discount)
+            next_features = self._target_features(next_obs)  # (critic's, actor's) (B, S) of s'
+            target_q = self.td_target(next_obs, batch.reward, batch.not_done, batch.discount, next_features)
         stats = self.update_critic(state, batch.action, target_q)
         if self.total_it % self.policy_freq == 0:
-            stats.update(self.update_actor(obs, state, next_obs))
+            stats.update(self.update_actor(obs, state, next_features[1]))
             self.soft_update()
         return stats
 
@@ -393,13 +394,15 @@ class TD3Agent:
             return obs
         return {**obs, IMAGE_KEY: random_shift(obs[IMAGE_KEY], self.image_pad, self._gen)}
 
-    def td_target(self, next_obs: Any, reward: torch.Tensor, not_done: torch.Tensor, discount: Any) -> torch.Tensor:
+    def td_target(self, next_obs: Any, reward: torch.Tensor, not_done: torch.Tensor, discount: Any,
+                  next_features: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """``r + not_done * discount * min(Q1', Q2')(s', clip(pi'(s') + clipped noise))``, shape (B, 1).
 
         ``not_done`` is 0 only for ``terminated`` (a time-limit truncation still bootstraps); ``discount``
-        is gamma^m for the m-step window the buffer summed into ``reward``.
+        is gamma^m for the m-step window the buffer summed into ``reward``. ``next_features``: the target
+        encoders' features of ``next_obs`` when the caller has them (``_target_features``).
         """
-        next_state, actor_next = self._target_features(next_obs)
+        next_state, actor_next = next_features or self._target_features(next_obs)
         noise = torch.randn(next_state.shape[0], self.action_dim, device=self.device, generator=self._gen)
         noise = (noise * self.policy_noise).clamp(-self.noise_clip, self.noise_clip)
         next_action = (self.actor_target(actor_next) + noise).clamp(-self.max_action, self.max_action)
@@ -435,37 +438,32 @@ class TD3Agent:
         stats.update(self._feature_stats(state.detach()))
         return stats
 
-    def actor_loss(self, obs: Any, state: torch.Tensor, next_obs: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def actor_loss(self, obs: Any, state: torch.Tensor,
+                   next_actor_state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``-Q1(s, pi(s))`` on the critic's features ``state`` (B, S), detached here: the actor loss never
         shapes the critic's encoder. The actor reads ``state`` too, or its own CNN in ``separate`` mode.
 
         With ``algorithm.action_smoothness`` = w > 0 (after CAPS's temporal term, Mysore et al. 2021) the
-        loss is ``-mean Q1 / mean|Q1| + w * mean ||pi(s) - pi(s')||^2`` with ``s'`` = ``next_obs`` (the
-        buffer's next observation, ``n_step`` steps later). Dividing by the batch's mean |Q| (no gradient,
-        as in TD3+BC) makes w the weight of smoothness against a unit of value whatever the reward scale.
-        Squared, unlike CAPS's plain distance: its pull grows with the jump, so it damps throttle/brake
-        flips (the jerk) and barely touches the small changes that steering through a bend needs.
+        loss is ``-mean Q1 / mean|Q1| + w * mean ||pi(s) - pi(s')||^2``; ``next_actor_state`` (B, S) is what
+        the actor reads for s', the buffer's next observation (``n_step`` steps later), from the target
+        encoder the TD target already ran (no extra CNN pass; it trails the online one by Polyak averaging).
+        Dividing by the batch's mean |Q| (no gradient, as in TD3+BC) makes w the weight of smoothness
+        against a unit of value whatever the reward scale. Squared, unlike CAPS's plain distance: its pull
+        grows with the jump, so it damps throttle/brake flips (the jerk) and barely touches the small
+        changes that steering through a bend needs.
         """
         state = state.detach()
         actor_state = state if self.actor_encoder is None else self.actor_encoder(obs)
         action = self.actor(actor_state)
         q = self.critic.q1(state, action)
-        if self.action_smoothness == 0.0 or next_obs is None:
+        if self.action_smoothness == 0.0 or next_actor_state is None:
             return -q.mean(), action
-        next_action = self.actor(self._actor_features(next_obs))
-        smoothness = (action - next_action).pow(2).sum(dim=1).mean()
+        smoothness = (action - self.actor(next_actor_state)).pow(2).sum(dim=1).mean()
         return -q.mean() / q.abs().mean().detach().clamp_min(1e-6) + self.action_smoothness * smoothness, action
 
-    def _actor_features(self, obs: Any) -> torch.Tensor:
-        """What the actor reads for ``obs``: the online critic encoder's features without gradient, or (in
-        ``separate`` mode) its own CNN's, with gradient; (B, S)."""
-        if self.actor_encoder is not None:
-            return self.actor_encoder(obs)
-        with torch.no_grad():
-            return self.encoder(obs)
-
-    def update_actor(self, obs: Any, state: torch.Tensor, next_obs: Any = None) -> dict[str, torch.Tensor]:
-        loss, action = self.actor_loss(obs, state, next_obs)
+    def update_actor(self, obs: Any, state: torch.Tensor,
+                     next_actor_state: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        loss, action = self.actor_loss(obs, state, next_actor_state)
         for opt in self._actor_optimizers:
             opt.zero_grad(set_to_none=True)
         loss.backward(inputs=self._actor_params)  # the critic's weights need no gradient from this loss

@@ -358,7 +358,7 @@ class Trainer:
         if self._eval_env is None:  # separate instance: evaluation never disturbs the training episode
             self._eval_env = make_env(self.cfg)
         result = evaluate(self._eval_env, lambda o: self.agent.select_action(o, noise=0.0),
-                          episodes, self.cfg.evaluation.seed)
+                          episodes, self.cfg.evaluation.validation_seed)  # validation episodes: they pick best.pt
         agg = result.aggregate()
         values = {k: v["mean"] for k, v in agg.items()}
         self.last_eval = {"step": self.step, **values}
