@@ -33,8 +33,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from av_td3.baselines.config import ClassicalConfig
-from av_td3.config import Config
+from av_td3.baselines.config import ClassicalConfig, ClassicalSections
 from av_td3.envs.contract import LATERAL_SCALE_M, SPEED_SCALE_MPS, STEP_SECONDS
 
 __all__ = ["ClassicalController", "SpeedPID", "make_classical_policy", "path_curvature", "lookahead_point"]
@@ -264,8 +263,9 @@ def _dedupe(points: np.ndarray) -> np.ndarray:
     return points[keep]
 
 
-def make_classical_policy(cfg: Config | Mapping[str, Any] | None = None) -> ClassicalController:
-    """The classical controller for the root config ``cfg`` (its ``classical`` and ``env`` sections)."""
-    cfg = Config.from_any(cfg)
+def make_classical_policy(cfg: Any = None) -> ClassicalController:
+    """The classical controller for ``cfg`` (the root ``Config``, a nested dict or None): its ``classical``
+    and ``env`` sections (``ClassicalSections``)."""
+    cfg = ClassicalSections.from_any(cfg)
     env = cfg.env
     return ClassicalController(cfg.classical, env.num_waypoints, env.num_waypoints * env.waypoint_spacing_m)

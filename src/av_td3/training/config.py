@@ -1,0 +1,42 @@
+"""The config sections only the training layer reads: ``exploration``, ``evaluation`` and ``logging``.
+
+(``training`` itself is also read by the agent and lives in ``av_td3.agents.config``.) The root
+``av_td3.config.Config`` composes these.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from av_td3.config_base import StrictModel
+
+__all__ = ["EvaluationConfig", "ExplorationConfig", "LoggingConfig"]
+
+
+class ExplorationConfig(StrictModel):
+    """How actions are drawn before ``start_timesteps`` and how the Gaussian noise decays after it."""
+
+    random_steer_std: float = Field(0.3, ge=0, le=1, description="Std of the random steer (clipped to +-1).")
+    random_throttle_mean: float = Field(0.5, ge=-1, le=1, description="Mean of the random throttle_brake.")
+    random_throttle_std: float = Field(0.3, ge=0, le=1)
+    action_repeat: int = Field(4, ge=1, le=50, description="Hold each random action this many steps.")
+    expl_noise_final: float | None = Field(None, ge=0, description="Linear decay target; None = constant.")
+    expl_noise_decay_steps: int = Field(100_000, ge=1)
+
+
+class EvaluationConfig(StrictModel):
+    num_episodes: int = Field(5, ge=1)
+    seed: int = Field(10_000, ge=0, description="Evaluation episodes use seeds seed, seed+1, ...")
+    video: bool = Field(False, description="Write a video of the final evaluation.")
+    video_format: Literal["mp4", "gif"] = "mp4"
+
+
+class LoggingConfig(StrictModel):
+    log_dir: str = "runs"
+    run_name: str | None = None
+    tensorboard: bool = True
+    log_interval: int = Field(250, ge=1, description="Updates between logged training scalars.")
+    debug_gradient_interval: int = Field(500, ge=1, description="With --debug: updates between CNN gradient tables.")
+    progress_bar: bool = True
