@@ -82,14 +82,15 @@ class TownEnv(gym.Env):
         self.params = VehicleParams()
         self.wheelbase_m = self.params.wheelbase_m
         self.vehicle = Vehicle(self.params)
-        self.traffic = Traffic(self.map)
-        self.events = EgoEvents(self.map, self.params)
+        self.traffic = Traffic(self.map.graph)
+        self.events = EgoEvents(self.map.raster, self.params)
         self.task = DrivingTask(env_cfg, cfg.reward, STEP_SECONDS)
         self.actuators = ActuatorLimiter(env_cfg.actuator, STEP_SECONDS)
         h, w = env_cfg.image_height, env_cfg.image_width
         cam = env_cfg.camera
         self.camera = (
-            FrontCamera(self.map, h, w, pitch_deg=cam.pitch_deg) if cam.view == "front" else TopDownCamera(self.map, h, w)
+            FrontCamera(self.map.raster, h, w, pitch_deg=cam.pitch_deg) if cam.view == "front"
+            else TopDownCamera(self.map.raster, h, w)
         )
         self._viewer: TopDownCamera | None = None
         self.frames = FrameStack(env_cfg.frame_stack)
@@ -176,7 +177,7 @@ class TownEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         if self._viewer is None:
-            self._viewer = TopDownCamera(self.map, RENDER_SIZE, RENDER_SIZE, behind_m=20.0, ahead_m=40.0, channels=3)
+            self._viewer = TopDownCamera(self.map.raster, RENDER_SIZE, RENDER_SIZE, behind_m=20.0, ahead_m=40.0, channels=3)
         v = self.vehicle
         route_xy = self.route.waypoints if self.route is not None else None
         return self._viewer.render(
