@@ -658,7 +658,7 @@ def _check_init_arguments(state_dim: Any, action_dim: Any, max_action: Any, devi
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"TD3Agent: device {device!r} is not a torch device ({exc}); use 'cpu' or 'cuda'") from None
     if kind == "cuda" and not torch.cuda.is_available():
-        from av_td3.training.setup import DeviceUnavailableError
+        from av_td3.devices import DeviceUnavailableError
 
         raise DeviceUnavailableError(f"TD3Agent(device={device!r}): torch sees no CUDA GPU on this machine; use "
                                      "device='cpu' (or av_td3.training.setup.resolve_device('auto'))")
