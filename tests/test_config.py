@@ -73,3 +73,36 @@ def test_shipped_configs_validate():
     assert files, "configs/*.yaml missing"
     for f in files:
         load_config(f)
+
+
+def test_root_composes_exactly_the_section_names_parts_accept():
+    from av_td3.config_base import SECTION_NAMES
+
+    assert tuple(Config.model_fields) == SECTION_NAMES
+
+
+def test_each_part_takes_its_own_sections_from_the_root_or_a_dict():
+    """The env, agent and classical views share the root's section objects, validate a nested dict with the
+    same error wording, leave other parts' sections alone and reject a key that is no section at all."""
+    from av_td3.agents.config import AgentConfig
+    from av_td3.baselines.config import ClassicalSections
+    from av_td3.envs.carla.config import CarlaSections
+    from av_td3.envs.sections import DrivingSections, resolve_sections
+
+    cfg = Config.from_any({"env": {"npc_count": 3}, "algorithm": {"batch_size": 32}})
+    assert DrivingSections.from_any(cfg).env is cfg.env and CarlaSections.from_any(cfg).carla is cfg.carla
+    assert AgentConfig.from_any(cfg).algorithm is cfg.algorithm and ClassicalSections.from_any(cfg).classical is cfg.classical
+    assert DrivingSections.from_any(cfg.to_dict()).env == cfg.env  # the whole saved config is accepted
+    assert AgentConfig.from_any({"algorithm": {"batch_size": 8}}).algorithm.batch_size == 8
+    with pytest.raises(ConfigError, match=r"unknown config key 'algoritm' did you mean 'algorithm'\?"):
+        DrivingSections.from_any({"algoritm": {}})
+    with pytest.raises(ConfigError, match=r"did you mean 'env.npc_count'.*valid keys in env:"):
+        DrivingSections.from_any({"env": {"npc_cont": 3}})
+    with pytest.raises(ConfigError, match=r"'reward.goal_bonus'.*allowed: >= 0"):
+        DrivingSections.from_any({"reward": {"goal_bonus": -1}})
+    with pytest.raises(ConfigError, match="batch_size <= buffer_size"):
+        AgentConfig.from_any({"training": {"buffer_size": 4}})
+    merged = resolve_sections(DrivingSections, cfg, {"route": "default"}, owner="TownEnv")
+    assert (merged.env.route, merged.env.npc_count, cfg.env.route) == ("default", 3, "random")
+    with pytest.raises(TypeError, match=r"TownEnv got unknown argument\(s\) \['rout'\]"):
+        resolve_sections(DrivingSections, cfg, {"rout": "default"}, owner="TownEnv")

@@ -142,4 +142,4 @@ def test_npc_count_above_what_the_town_fits_is_a_clear_error():
             assert d.min() >= 9.0
     # Traffic itself never places fewer than asked silently.
     with pytest.raises(RuntimeError, match=r"could place only \d+ of 400"):
-        Traffic(get_town_map()).reset(np.random.default_rng(0), 400, 45.0, -1.75)
+        Traffic(get_town_map().graph).reset(np.random.default_rng(0), 400, 45.0, -1.75)

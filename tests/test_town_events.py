@@ -74,9 +74,9 @@ def test_wheels_straddling_the_broken_centre_line_always_report_a_lane_invasion(
     1.58 m) straddles the line, it is a lane invasion, whatever the dash phase. Both axles fit in a 3 m
     dash gap (wheelbase 2.875 m), so a test against the painted dashes alone misses some positions."""
     town, params = get_town_map(), VehicleParams()
-    events = EgoEvents(town, params)
+    events = EgoEvents(town.raster, params)
     xs = np.arange(20.0, 70.0, 0.05)
-    line = town.material_at(xs, np.zeros_like(xs))
+    line = town.raster.material_at(xs, np.zeros_like(xs))
     assert (line == CENTRE_LINE).any() and (line != CENTRE_LINE).any()  # broken: dashes and gaps
     missed = []
     for yaw in (0.0, math.pi, 0.03, -0.03):
@@ -130,7 +130,7 @@ def test_step_limit_truncates():
 def test_default_route_has_turns_and_random_routes_are_seeded():
     town = get_town_map()
     lanes, _, _ = town.default_route()
-    assert sum(town.lanes[i].turn != "straight" for i in lanes) >= 2
+    assert sum(town.graph.lanes[i].turn != "straight" for i in lanes) >= 2
     env = TownEnv(npc_count=0, route="random")
     lengths = []
     for seed in (1, 1, 2):
@@ -181,10 +181,10 @@ def test_an_npc_turning_through_a_junction_stops_short_of_an_ego_standing_in_its
     town, t, p = env.map, env.traffic, env.params
     lanes, _, _ = town.default_route()
     approach, conn = lanes[0], lanes[1]  # the default route's left turn at the T junction
-    assert town.lanes[conn].kind == "junction" and town.lanes[conn].turn == "left"
+    assert town.graph.lanes[conn].kind == "junction" and town.graph.lanes[conn].turn == "left"
     ex, ey, eyaw = ego_pose
     assert math.hypot(ex - 90.0, ey) < 8.0  # inside the junction
-    npc = t.add_vehicle(approach, town.lane_length[approach] - 20.0, speed=8.0, parked=False)
+    npc = t.add_vehicle(approach, town.graph.lane_length[approach] - 20.0, speed=8.0, parked=False)
     t.v0[npc], t.next_lane[npc], t.granted[npc] = 8.0, conn, True
     for _ in range(300):  # 15 s; the ego stands still
         t.step(0.05, ex, ey, eyaw, 0.0, p.length_m, p.width_m)

@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 
 from av_td3.buffers.base import ReplayBatch
-from av_td3.config import ConfigError
+from av_td3.config_base import ConfigError
 
 #: Eager updates (on a side stream) before capture, as torch's CUDA-graph guide recommends.
 WARMUP = 3

@@ -76,7 +76,8 @@ from av_td3.agents.augment import random_shift
 from av_td3.agents.cuda_graph import UpdateRunner, resolve_buffer_device
 from av_td3.agents.diagnostics import grad_norm, per_parameter_grad_norms, relative_weight_change
 from av_td3.agents.networks import Actor, Critic, DictEncoder, NatureCNN, cnn_compute_dtype, set_requires_grad
-from av_td3.config import Config, ConfigError
+from av_td3.agents.config import AgentConfig
+from av_td3.config_base import ConfigError
 from av_td3.io import CorruptFileError, atomic_torch_save
 
 CHECKPOINT_FORMAT = "av_td3.TD3Agent/1"
@@ -96,7 +97,7 @@ class TD3Agent:
         max_action: actions are in ``[-max_action, max_action]``.
         cnn_extractor: the CNN (e.g. ``NatureCNN``) trained end to end; ``None`` -> flat states.
         use_dict_buffer: store dict observations in a ``DictReplayBuffer`` and train the CNN.
-        config: anything ``Config.from_any`` takes (reads ``networks``, ``algorithm``,
+        config: the root ``Config``, a nested dict or None (``AgentConfig``: reads ``networks``, ``algorithm``,
             ``training.buffer_size`` and ``training.seed``).
         device: torch device.
         observation_space: the env's ``Dict`` space; default: ``image`` uint8
@@ -122,7 +123,7 @@ class TD3Agent:
         observation_space: spaces.Dict | None = None,
         verbose: bool = True,
     ):
-        cfg = Config.from_any(config)
+        cfg = AgentConfig.from_any(config)
         alg, nets = cfg.algorithm, cfg.networks
         if alg.name != self.ALGO:
             if "name" in alg.model_fields_set:  # a user-set name is never ignored
@@ -255,7 +256,7 @@ class TD3Agent:
         self._online_params = [p for m, _ in pairs for p in m.parameters()]
         self._target_params = [p for _, t in pairs for p in t.parameters()]
 
-    def _build_buffer(self, cfg: Config) -> None:
+    def _build_buffer(self, cfg: AgentConfig) -> None:
         from av_td3.buffers import DictReplayBuffer, ReplayBuffer
 
         size, alg = cfg.training.buffer_size, cfg.algorithm
@@ -677,7 +678,7 @@ def _check_init_arguments(state_dim: Any, action_dim: Any, max_action: Any, devi
     except (RuntimeError, TypeError) as exc:
         raise ValueError(f"TD3Agent: device {device!r} is not a torch device ({exc}); use 'cpu' or 'cuda'") from None
     if kind == "cuda" and not torch.cuda.is_available():
-        from av_td3.training.setup import DeviceUnavailableError
+        from av_td3.devices import DeviceUnavailableError
 
         raise DeviceUnavailableError(f"TD3Agent(device={device!r}): torch sees no CUDA GPU on this machine; use "
                                      "device='cpu' (or av_td3.training.setup.resolve_device('auto'))")

@@ -33,8 +33,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from av_td3.baselines.config import ClassicalConfig
-from av_td3.config import Config
+from av_td3.baselines.config import ClassicalConfig, ClassicalSections
+from av_td3.baselines.pure_pursuit import pure_pursuit_steer
 from av_td3.envs.contract import LATERAL_SCALE_M, SPEED_SCALE_MPS, STEP_SECONDS
 
 __all__ = ["ClassicalController", "SpeedPID", "make_classical_policy", "path_curvature", "lookahead_point"]
@@ -185,8 +185,7 @@ class ClassicalController:
         lookahead = min(c.min_lookahead_m + c.lookahead_gain_s * speed_mps, c.max_lookahead_m)
         rear = np.array([-0.5 * self.wheelbase_m, 0.0])
         gx, gy = lookahead_point(waypoints, rear, lookahead) - rear
-        curvature_right = 2.0 * gy / max(gx * gx + gy * gy, 1e-6)
-        return float(np.clip(math.atan(self.wheelbase_m * curvature_right) / self.max_steer_rad, -1.0, 1.0))
+        return float(np.clip(pure_pursuit_steer(gy, gx * gx + gy * gy, self.wheelbase_m, self.max_steer_rad), -1.0, 1.0))
 
     @staticmethod
     def route_curvature(waypoints: np.ndarray, lateral_m: float) -> tuple[np.ndarray, np.ndarray]:
@@ -264,8 +263,9 @@ def _dedupe(points: np.ndarray) -> np.ndarray:
     return points[keep]
 
 
-def make_classical_policy(cfg: Config | Mapping[str, Any] | None = None) -> ClassicalController:
-    """The classical controller for the root config ``cfg`` (its ``classical`` and ``env`` sections)."""
-    cfg = Config.from_any(cfg)
+def make_classical_policy(cfg: Any = None) -> ClassicalController:
+    """The classical controller for ``cfg`` (the root ``Config``, a nested dict or None): its ``classical``
+    and ``env`` sections (``ClassicalSections``)."""
+    cfg = ClassicalSections.from_any(cfg)
     env = cfg.env
     return ClassicalController(cfg.classical, env.num_waypoints, env.num_waypoints * env.waypoint_spacing_m)

@@ -6,12 +6,13 @@ descriptions. The defaults are the values tuned on the town and measured in ``do
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from av_td3.config_base import Sections, StrictModel
+from av_td3.envs.config import EnvConfig
 
 
-class ClassicalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
+class ClassicalConfig(StrictModel):
     # Speed: PID on the speed error (m/s) -> throttle_brake in [-1, 1].
     target_speed_kmh: float = Field(30.0, gt=0, le=130, description="Cruise speed on straight road, km/h.")
     speed_kp: float = Field(0.5, ge=0, le=10, description="throttle_brake per m/s of speed error.")
@@ -50,3 +51,10 @@ class ClassicalConfig(BaseModel):
             raise ValueError(f"max_lookahead_m ({self.max_lookahead_m}) must be >= min_lookahead_m "
                              f"({self.min_lookahead_m})")
         return self
+
+
+class ClassicalSections(Sections):
+    """What ``make_classical_policy`` reads: the ``classical`` gains and the ``env`` waypoint layout."""
+
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    classical: ClassicalConfig = Field(default_factory=ClassicalConfig)

@@ -19,7 +19,22 @@ import numpy as np
 
 from av_td3.envs.contract import LATERAL_SCALE_M, NUM_WAYPOINTS, SPEED_SCALE_MPS
 
-__all__ = ["PurePursuit"]
+__all__ = ["PurePursuit", "pure_pursuit_steer"]
+
+
+def pure_pursuit_steer(lateral_m: float, distance_sq_m2: float, wheelbase_m: float, max_steer_rad: float) -> float:
+    """Pure pursuit (Coulter 1992): the steer that puts the rear axle on the circle through a target point.
+
+    Args:
+        lateral_m: the target's offset to the right of the rear axle's heading line, m.
+        distance_sq_m2: squared distance from the rear axle to the target, m^2 (floored at 1e-6).
+        wheelbase_m: ego wheelbase, m.  max_steer_rad: wheel angle at ``steer = 1``, radians.
+
+    Returns:
+        ``atan(wheelbase * 2 y / d^2) / max_steer``: positive = right, NOT clipped to [-1, 1].
+    """
+    curvature_right = 2.0 * lateral_m / max(distance_sq_m2, 1e-6)
+    return math.atan(wheelbase_m * curvature_right) / max_steer_rad
 
 
 class PurePursuit:
@@ -74,9 +89,7 @@ class PurePursuit:
         ld = min(max(self.gain * speed, self.ld_min), self.ld_max)
         far = np.flatnonzero(dist >= ld)
         k = int(far[0]) if len(far) else self.n - 1
-        d2 = max(dist[k] ** 2, 1e-6)
-        curvature_right = 2.0 * wy[k] / d2
-        steer = math.atan(self.wheelbase * curvature_right) / self.max_steer
+        steer = pure_pursuit_steer(wy[k], dist[k] ** 2, self.wheelbase, self.max_steer)
         # Pure pursuit from the rear axle settles with the CENTRE slightly outside bends; a small
         # proportional term on the signed lateral deviation (positive = right -> steer left) removes it.
         steer -= self.k_lat * vec[1] * LATERAL_SCALE_M

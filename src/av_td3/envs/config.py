@@ -7,19 +7,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from av_td3.config_base import StrictModel
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-class CameraConfig(_Strict):
+class CameraConfig(StrictModel):
     view: Literal["front", "bev"] = "front"
     pitch_deg: float = Field(-10.0, ge=-60, le=30, description="Front camera pitch, degrees (negative looks down).")
 
 
-class ActuatorConfig(_Strict):
+class ActuatorConfig(StrictModel):
     """How fast the ego's actuators follow the commanded action (every backend applies it the same way).
 
     Real steering racks and pedals cannot jump from one end to the other in one 0.05 s step; without a
@@ -36,7 +34,7 @@ class ActuatorConfig(_Strict):
         "units (2.0: coast to full brake in 0.5 s); None = no limit.")
 
 
-class EnvConfig(_Strict):
+class EnvConfig(StrictModel):
     name: Literal["town", "carla"] = "town"
     scenario: int = Field(0, ge=0, le=2, description="0/1/2 = 20/50/100 NPC vehicles.")
     npc_count: int | None = Field(None, ge=0, le=300, description="NPC vehicles; None = the scenario's 20/50/100.")
@@ -82,7 +80,7 @@ REWARD_V2_KEYS = ("infraction_penalty", "lane_centre_penalty", "lane_centre_scal
                   "overspeed_penalty", "ttc_penalty", "comfort_penalty")
 
 
-class RewardConfig(_Strict):
+class RewardConfig(StrictModel):
     """Weights of the shared reward module (``av_td3.envs.reward``); its docstring defines every term.
 
     ``version: 2`` (default): progress along the route is the reward, scaled DOWN by soft penalties

@@ -38,8 +38,6 @@ LATERAL_SCALE_M = 3.5
 NUM_WAYPOINTS = 10
 #: Default camera stack: 4 grayscale frames of 84 x 84 pixels.
 IMAGE_SHAPE = (4, 84, 84)
-#: Size of the NatureCNN feature vector.
-CNN_FEATURE_DIM = 512
 
 #: NPC vehicles per ``--scenario`` (the seed's numbering), on every backend.
 SCENARIO_NPCS = {0: 20, 1: 50, 2: 100}
@@ -67,11 +65,6 @@ TERMINATION_REASONS = ("none", "collision", "off_road", "lane_invasion", "goal_r
 def vector_dim(num_waypoints: int = NUM_WAYPOINTS) -> int:
     """Length of the ``vector`` observation: 3 + 2 * num_waypoints (23 by default)."""
     return 3 + 2 * num_waypoints
-
-
-def state_dim(num_waypoints: int = NUM_WAYPOINTS, feature_dim: int = CNN_FEATURE_DIM) -> int:
-    """Flat state size seen by actor and critic: CNN features + vector (535 by default)."""
-    return feature_dim + vector_dim(num_waypoints)
 
 
 def make_observation_space(
@@ -167,20 +160,3 @@ class FrameStack:
     def stacked(self) -> np.ndarray:
         """``(k, H, W)`` uint8, a fresh array (safe to store)."""
         return np.stack(self._frames, axis=0)
-
-
-def empty_info() -> dict:
-    """An ``info`` dict with every contract key at its neutral value (a backend fills in the rest)."""
-    return {
-        "speed_kmh": 0.0,
-        "lateral_deviation_m": 0.0,
-        "heading_error_rad": 0.0,
-        "collision": False,
-        "lane_invasion": False,
-        "off_road": False,
-        "route_completion": 0.0,
-        "distance_m": 0.0,
-        "success": False,
-        "termination_reason": "none",
-        "reward_components": {},
-    }

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from av_td3.config import ExplorationConfig
+from av_td3.training.config import ExplorationConfig
 
 
 class RandomExplorer:

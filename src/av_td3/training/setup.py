@@ -5,23 +5,11 @@ from __future__ import annotations
 import gymnasium
 
 from av_td3.config import Config
+from av_td3.devices import DeviceUnavailableError, resolve_device
 from av_td3.envs.contract import vector_dim
 from av_td3.envs.registry import CARLA_ID, TOWN_ID, register_envs
 
-
-class DeviceUnavailableError(RuntimeError):
-    """The requested torch device does not exist on this machine."""
-
-
-def resolve_device(requested: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``; asking for CUDA without one is an error."""
-    import torch
-
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise DeviceUnavailableError("--device cuda was requested but torch sees no CUDA GPU; use --device cpu or auto")
-    return requested
+__all__ = ["DeviceUnavailableError", "build_agent", "make_env", "resolve_device"]
 
 
 def make_env(cfg: Config, render_mode: str | None = None, training: bool = False) -> gymnasium.Env:

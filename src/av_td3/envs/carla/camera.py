@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from av_td3.config import ConfigError
+from av_td3.config_base import ConfigError
 
 #: The town's camera geometry (``av_td3.envs.town.camera.FrontCamera`` / ``TopDownCamera`` defaults).
 FRONT_FOV_DEG = 90.0

@@ -7,12 +7,13 @@ live in the ``env`` section instead.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from av_td3.config_base import StrictModel
+from av_td3.envs.sections import DrivingSections
 
 
-class CarlaConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
+class CarlaConfig(StrictModel):
     # --- server and connection (connection.py) -------------------------------------------------
     host: str = "localhost"
     port: int = Field(2000, ge=1, le=65535, description="RPC port of env index 0's server.")
@@ -74,3 +75,9 @@ class CarlaConfig(BaseModel):
     route_length_m: float = Field(
         400.0, gt=10, description="Wanted route length; the goal is the spawn point whose route is nearest, m."
     )
+
+
+class CarlaSections(DrivingSections):
+    """What ``CarlaEnv`` reads: the shared ``env`` and ``reward`` sections and ``carla``."""
+
+    carla: CarlaConfig = Field(default_factory=CarlaConfig)

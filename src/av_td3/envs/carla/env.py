@@ -34,7 +34,6 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from av_td3.config import Config
 from av_td3.envs.carla.actors import (
     ActorBook,
     RoleNames,
@@ -59,6 +58,7 @@ from av_td3.envs.carla.errors import CarlaConnectionError, CarlaUnavailableError
 from av_td3.envs.carla.frames import ego_state, xy_to_route_frame
 from av_td3.envs.carla.route_planner import PlannedRoute, RoutePlanner
 from av_td3.envs.carla.camera import CameraSpec, camera_spec
+from av_td3.envs.carla.config import CarlaSections
 from av_td3.envs.carla.sensors import SensorSuite
 from av_td3.envs.carla import world as shared_world
 from av_td3.envs.carla.world import SyncWorld, restore_settings, shut_down_tm, tm_port_for
@@ -73,6 +73,7 @@ from av_td3.envs.contract import (
 )
 from av_td3.envs.reward import COMPONENTS
 from av_td3.envs.route import Route
+from av_td3.envs.sections import resolve_sections
 from av_td3.envs.task import NO_OBSTACLE_DISTANCE_M, NO_OBSTACLE_TTC_S, DrivingTask, StepEvents
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class CarlaEnv(gym.Env):
         host, port: server address; None = ``carla.host`` and ``carla.port + env_index * carla.port_step``.
         render_mode: None or ``"rgb_array"`` (the last camera image, RGB ``(h, w, 3)``).
         config: a ``Config``, a (partial) nested dict, or None (defaults). Reads the ``env``, ``reward``
-            and ``carla`` sections.
+            and ``carla`` sections (``CarlaSections``).
         client_factory: ``(host, port, timeout_s) -> client``; None = the real ``carla.Client``. Tests
             pass an in-process stand-in here (its ``carla_module`` attribute supplies the value types).
         env_index: index of this env among parallel envs: selects its server port and Traffic Manager port.
@@ -132,17 +133,10 @@ class CarlaEnv(gym.Env):
         **env_overrides: Any,
     ):
         super().__init__()
-        cfg = Config.from_any(config)
         if scenario is not None:
             env_overrides["scenario"] = scenario
-        if env_overrides:  # like TownEnv: keyword arguments are ``env`` fields (npc_count=0, route="random")
-            unknown = sorted(set(env_overrides) - set(type(cfg.env).model_fields))
-            if unknown:
-                raise TypeError(
-                    f"CarlaEnv got unknown argument(s) {unknown}; keyword arguments must be env config fields: "
-                    f"{', '.join(type(cfg.env).model_fields)}"
-                )
-            cfg = Config.from_any({**cfg.to_dict(), "env": {**cfg.env.model_dump(), **env_overrides}})
+        # like TownEnv: keyword arguments are ``env`` fields (npc_count=0, route="random")
+        cfg = resolve_sections(CarlaSections, config, env_overrides, owner="CarlaEnv")
         scenario = cfg.env.scenario
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")

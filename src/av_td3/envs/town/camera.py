@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from av_td3.envs.town.map import CENTRE_LINE, EDGE_LINE, GRASS, ROAD, SIDEWALK, TownMap
+from av_td3.envs.town.raster import CENTRE_LINE, EDGE_LINE, GRASS, ROAD, SIDEWALK, Raster
 
 __all__ = ["Boxes", "FrontCamera", "TopDownCamera", "GRAY", "RGB"]
 
@@ -59,20 +59,20 @@ class _GroundSampler:
     """Gathers map colours at fixed vehicle-frame ground points, for any ego pose.
 
     Args:
-        town: the map.
+        raster: the town's material raster (``TownMap.raster``).
         points: ``(n, 2)`` vehicle-frame ground points (x forward, y right), m.
         channels: 1 (grayscale) or 3 (RGB).
     """
 
-    def __init__(self, town: TownMap, points: np.ndarray, channels: int):
-        self.map = town
-        res = town.res_m
+    def __init__(self, raster: Raster, points: np.ndarray, channels: int):
+        self.raster = raster
+        res = raster.res_m
         self._design = np.concatenate([points, np.ones((len(points), 1))], axis=1).astype(np.float32)
         self._inv_res = 1.0 / res
-        self._rows, self._cols = town.shape
+        self._rows, self._cols = raster.shape
         lut = _lut(GRAY if channels == 1 else RGB, channels)
         # Pre-coloured raster: one gather per pixel instead of material gather + LUT gather.
-        self._colour = lut[town.material_flat]
+        self._colour = lut[raster.material_flat]
         # int32 indices: the raster has < 2**31 cells, and int32 conversion/arithmetic is cheaper.
         self._idx = np.empty(len(points), dtype=np.int32)
         self._m = np.empty((3, 2), dtype=np.float32)
@@ -82,8 +82,8 @@ class _GroundSampler:
         c, s, k = math.cos(yaw), math.sin(yaw), self._inv_res
         m = self._m
         # col = (x + fwd c + right s - ox) / res ; row = (y + fwd s - right c - oy) / res
-        m[0, 0], m[1, 0], m[2, 0] = c * k, s * k, (x - self.map.origin_x) * k
-        m[0, 1], m[1, 1], m[2, 1] = s * k, -c * k, (y - self.map.origin_y) * k
+        m[0, 0], m[1, 0], m[2, 0] = c * k, s * k, (x - self.raster.origin_x) * k
+        m[0, 1], m[1, 1], m[2, 1] = s * k, -c * k, (y - self.raster.origin_y) * k
         cr = (self._design @ m).astype(np.int32)
         col, row = cr[:, 0], cr[:, 1]
         np.maximum(col, 0, out=col)
@@ -99,7 +99,7 @@ class FrontCamera:
     """Front perspective camera rendering grayscale ``(H, W)`` uint8 frames.
 
     Args:
-        town: the map.
+        raster: the town's material raster (``TownMap.raster``).
         height, width: image size, pixels.
         pitch_deg: camera pitch (negative looks down).
         fov_deg: horizontal field of view.
@@ -107,7 +107,7 @@ class FrontCamera:
     """
 
     def __init__(
-        self, town: TownMap, height: int, width: int, pitch_deg: float = -10.0, fov_deg: float = 90.0,
+        self, raster: Raster, height: int, width: int, pitch_deg: float = -10.0, fov_deg: float = 90.0,
         mount: tuple[float, float] = (1.6, 1.5),
     ):
         self.h, self.w = height, width
@@ -127,7 +127,7 @@ class FrontCamera:
         g = slice(self._first * width, None)
         t = -mount[1] / d[..., 2].reshape(-1)[g]
         pts = np.stack([mount[0] + t * d[..., 0].reshape(-1)[g], t * d[..., 1].reshape(-1)[g]], axis=1)
-        self._sampler = _GroundSampler(town, pts, 1)
+        self._sampler = _GroundSampler(raster, pts, 1)
         self._template = np.full(height * width, GRAY["sky"], dtype=np.uint8)
 
     def render(self, x: float, y: float, yaw: float, npcs: "Boxes | None" = None) -> np.ndarray:
@@ -188,14 +188,14 @@ class TopDownCamera:
     """Ego-centred, heading-up top-down view (BEV).
 
     Args:
-        town: the map.
+        raster: the town's material raster (``TownMap.raster``).
         height, width: image size, pixels.
         behind_m, ahead_m: ground range behind/ahead of the ego centre shown vertically, m.
         channels: 1 = grayscale (observation), 3 = RGB (``render()``).
     """
 
     def __init__(
-        self, town: TownMap, height: int, width: int, behind_m: float = 10.0, ahead_m: float = 30.0,
+        self, raster: Raster, height: int, width: int, behind_m: float = 10.0, ahead_m: float = 30.0,
         channels: int = 1,
     ):
         self.h, self.w, self.channels = height, width, channels
@@ -204,7 +204,7 @@ class TopDownCamera:
         ii, jj = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
         fwd = ahead_m - (ii + 0.5) * self.mpp
         right = (jj + 0.5 - 0.5 * width) * self.mpp
-        self._sampler = _GroundSampler(town, np.stack([fwd.ravel(), right.ravel()], 1), channels)
+        self._sampler = _GroundSampler(raster, np.stack([fwd.ravel(), right.ravel()], 1), channels)
         self._table = GRAY if channels == 1 else RGB
 
     def to_pixel(self, fwd: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from av_td3.config import Config, ConfigError
+from av_td3.config_base import ConfigError
 from av_td3.envs.actuators import ActuatorLimiter
 from av_td3.envs.contract import (
     SCENARIO_NPCS,
@@ -27,6 +27,7 @@ from av_td3.envs.contract import (
     make_observation_space,
 )
 from av_td3.envs.route import Route
+from av_td3.envs.sections import DrivingSections, resolve_sections
 from av_td3.envs.task import DrivingTask, EgoState, StepEvents, nearest_obstacle_ahead
 from av_td3.envs.town.camera import Boxes, FrontCamera, TopDownCamera
 from av_td3.envs.town.events import EgoEvents
@@ -47,7 +48,7 @@ class TownEnv(gym.Env):
         scenario: 0/1/2 = 20/50/100 NPCs; ``None`` keeps ``config.env.scenario``.
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns a 256x256x3 top-down colour view).
         config: a ``Config``, a (partial) nested config dict or ``None``; its ``env`` and ``reward``
-            sections are used.
+            sections are used (``DrivingSections``).
         **kwargs: overrides of ``env`` fields, e.g. ``npc_count=0``, ``route="random"``.
 
     Attributes:
@@ -60,20 +61,11 @@ class TownEnv(gym.Env):
     def __init__(
         self, scenario: int | None = None, render_mode: str | None = None, config: Any = None, **kwargs: Any
     ):
-        cfg = Config.from_any(config)
         overrides = dict(kwargs)
         if scenario is not None:
             overrides["scenario"] = scenario
-        if overrides:
-            unknown = sorted(set(overrides) - set(type(cfg.env).model_fields))
-            if unknown:
-                raise TypeError(
-                    f"TownEnv got unknown argument(s) {unknown}; keyword arguments must be env config fields: "
-                    f"{', '.join(type(cfg.env).model_fields)}"
-                )
-            env_cfg = Config.from_any({**cfg.to_dict(), "env": {**cfg.env.model_dump(), **overrides}}).env
-        else:
-            env_cfg = cfg.env
+        cfg = resolve_sections(DrivingSections, config, overrides, owner="TownEnv")
+        env_cfg = cfg.env
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.cfg = env_cfg
@@ -90,14 +82,15 @@ class TownEnv(gym.Env):
         self.params = VehicleParams()
         self.wheelbase_m = self.params.wheelbase_m
         self.vehicle = Vehicle(self.params)
-        self.traffic = Traffic(self.map)
-        self.events = EgoEvents(self.map, self.params)
+        self.traffic = Traffic(self.map.graph)
+        self.events = EgoEvents(self.map.raster, self.params)
         self.task = DrivingTask(env_cfg, cfg.reward, STEP_SECONDS)
         self.actuators = ActuatorLimiter(env_cfg.actuator, STEP_SECONDS)
         h, w = env_cfg.image_height, env_cfg.image_width
         cam = env_cfg.camera
         self.camera = (
-            FrontCamera(self.map, h, w, pitch_deg=cam.pitch_deg) if cam.view == "front" else TopDownCamera(self.map, h, w)
+            FrontCamera(self.map.raster, h, w, pitch_deg=cam.pitch_deg) if cam.view == "front"
+            else TopDownCamera(self.map.raster, h, w)
         )
         self._viewer: TopDownCamera | None = None
         self.frames = FrameStack(env_cfg.frame_stack)
@@ -184,7 +177,7 @@ class TownEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         if self._viewer is None:
-            self._viewer = TopDownCamera(self.map, RENDER_SIZE, RENDER_SIZE, behind_m=20.0, ahead_m=40.0, channels=3)
+            self._viewer = TopDownCamera(self.map.raster, RENDER_SIZE, RENDER_SIZE, behind_m=20.0, ahead_m=40.0, channels=3)
         v = self.vehicle
         route_xy = self.route.waypoints if self.route is not None else None
         return self._viewer.render(

@@ -3,7 +3,7 @@
 * Collision: the ego footprint (oriented rectangle) overlaps an NPC footprint (separating-axis test,
   vectorised over the few NPCs whose centres are close enough to touch).
 * Lane invasion: a lane boundary (centre or edge line) lies in the space between the ego's wheels this
-  step, as CARLA's lane-invasion sensor defines it. The boundary is ``map.lane_line``: the middle of each
+  step, as CARLA's lane-invasion sensor defines it. The boundary is ``raster.lane_line``: the middle of each
   marking, one 0.2 m cell wide, *continuous* along a broken centre line (crossing a broken line is an
   invasion in CARLA too; testing only the painted dashes would miss a car straddling the line with both
   axles in a 3 m gap). The test is a point grid over the whole wheel rectangle (wheelbase x track),
@@ -20,7 +20,7 @@ import math
 import numpy as np
 
 from av_td3.envs.town.camera import Boxes
-from av_td3.envs.town.map import ROAD, TownMap
+from av_td3.envs.town.raster import ROAD, Raster
 from av_td3.envs.town.vehicle import VehicleParams
 
 __all__ = ["EgoEvents", "boxes_overlap"]
@@ -61,20 +61,20 @@ def boxes_overlap(
 class EgoEvents:
     """Event checks for one ego vehicle on one map."""
 
-    def __init__(self, town: TownMap, params: VehicleParams):
-        self.map = town
+    def __init__(self, raster: Raster, params: VehicleParams):
+        self.raster = raster
         self.params = params
-        self._wheel_grid = _footprint_grid(params.wheelbase_m, params.track_m, 0.9 * town.res_m / math.sqrt(2.0))
-        self._line_flat = town.lane_line.reshape(-1)
-        self._cols = town.shape[1]
+        self._wheel_grid = _footprint_grid(params.wheelbase_m, params.track_m, 0.9 * raster.res_m / math.sqrt(2.0))
+        self._line_flat = raster.lane_line.reshape(-1)
+        self._cols = raster.shape[1]
         self._diag = math.hypot(params.length_m, params.width_m)
 
     def surface(self, x: float, y: float, yaw: float) -> tuple[bool, bool]:
         """``(lane_invasion, off_road)``: a lane boundary between the wheels; the centre off the road."""
         c, s = math.cos(yaw), math.sin(yaw)
         p = self._wheel_grid
-        r, k = self.map.world_to_cell(x + p[:, 0] * c - p[:, 1] * s, y + p[:, 0] * s + p[:, 1] * c)
-        return bool(self._line_flat[r * self._cols + k].any()), bool(self.map.material[r[-1], k[-1]] < ROAD)
+        r, k = self.raster.world_to_cell(x + p[:, 0] * c - p[:, 1] * s, y + p[:, 0] * s + p[:, 1] * c)
+        return bool(self._line_flat[r * self._cols + k].any()), bool(self.raster.material[r[-1], k[-1]] < ROAD)
 
     def collision(self, x: float, y: float, yaw: float, others: Boxes) -> bool:
         """True if the ego rectangle at ``(x, y, yaw)`` overlaps any of the ``others`` rectangles."""

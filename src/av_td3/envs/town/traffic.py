@@ -13,7 +13,7 @@ Each NPC lives on the lane graph as ``(lane, s)`` (lane id, metres from the lane
   ``_junction_stops``). The ego inside a junction blocks new entries there. NPC-NPC contact is not
   simulated (these rules keep them apart).
 
-Positions (``x``, ``y``, ``yaw``: ``(n,)`` float64, world frame of ``map.py``) are refreshed after every
+Positions (``x``, ``y``, ``yaw``: ``(n,)`` float64, world frame of ``layout.py``) are refreshed after every
 ``reset``/``step`` for the camera and event checks.
 """
 
@@ -23,7 +23,8 @@ import math
 
 import numpy as np
 
-from av_td3.envs.town.map import JUNCTION_RADIUS_M, TownMap
+from av_td3.envs.town.lane_graph import LaneGraph
+from av_td3.envs.town.layout import JUNCTION_RADIUS_M
 
 __all__ = ["Traffic", "NPC_LENGTH_M", "NPC_WIDTH_M", "MAX_NPCS"]
 
@@ -58,10 +59,10 @@ _FAR = 1e4
 
 
 class Traffic:
-    """NPC vehicles on a ``TownMap`` (see the module docstring).
+    """NPC vehicles on the town's lane graph (see the module docstring).
 
     Args:
-        town: the map.
+        graph: the lane graph (``TownMap.graph``).
         speed_range_mps: desired speeds are drawn uniformly from this range.
 
     Attributes (``(n,)`` arrays unless noted): ``lane``, ``s`` (m), ``v`` (m/s), ``v0`` (desired speed),
@@ -69,11 +70,11 @@ class Traffic:
     ``length``/``width`` (m), ``xy`` ``(n, 2)``, ``x``/``y`` (views of ``xy``), ``yaw``, ``cos``/``sin``.
     """
 
-    def __init__(self, town: TownMap, speed_range_mps: tuple[float, float] = (7.0, 11.0)):
-        self.map = town
+    def __init__(self, graph: LaneGraph, speed_range_mps: tuple[float, float] = (7.0, 11.0)):
+        self.graph = graph
         self.speed_range = speed_range_mps
-        self._road_lanes = np.flatnonzero(town.lane_kind == 0)
-        w = town.lane_length[self._road_lanes]
+        self._road_lanes = np.flatnonzero(graph.lane_kind == 0)
+        w = graph.lane_length[self._road_lanes]
         self._road_p = w / w.sum()
         self.rng = np.random.default_rng(0)
         self._alloc(0)
@@ -106,7 +107,7 @@ class Traffic:
         if count <= 0:
             self._alloc(0)
             return
-        m = self.map
+        m = self.graph
         kept_lane, kept_s = np.empty(0, dtype=np.int64), np.empty(0)
         kept_xy = np.empty((0, 2))
         k = 3 * count + 40
@@ -164,12 +165,12 @@ class Traffic:
 
     # ------------------------------------------------------------------------------------------
     def _pick_successor(self, lane: np.ndarray) -> np.ndarray:
-        m = self.map
+        m = self.graph
         idx = (self.rng.random(len(lane)) * m.num_successors[lane]).astype(np.int64)
         return m.successors[lane, idx]
 
     def _refresh_pose(self) -> None:
-        m = self.map
+        m = self.graph
         self.xy, j = m.lane_pose(self.lane, self.s)
         self.x, self.y = self.xy[:, 0], self.xy[:, 1]
         self.yaw, self.cos, self.sin = m.lane_yaw[j], m.lane_cos[j], m.lane_sin[j]
@@ -180,7 +181,7 @@ class Traffic:
         Also stores ``_is_lead`` (first in its lane's queue) and ``_first_s`` (per lane, s of its
         rearmost vehicle) for the junction rules.
         """
-        m, n = self.map, self.n
+        m, n = self.graph, self.n
         order = np.argsort(self.lane * 4096.0 + self.s)  # by lane, then s (lanes are < 4 km)
         ls, ss, vs = self.lane[order], self.s[order], self.v[order]
         same = np.zeros(n, dtype=bool)  # same[k]: sorted k+1 is on the same lane (its leader)
@@ -221,7 +222,7 @@ class Traffic:
         vehicles ask, so a granted vehicle is never stuck behind an ungranted one, and the priority rule
         serves every approach in turn. Uses ``_is_lead``/``_first_s`` from ``_lane_leaders``.
         """
-        m = self.map
+        m = self.graph
         end_j = m.lane_end_junction[self.lane]
         cand = (end_j >= 0) & (to_end < DECISION_M)
         ask_mask = cand & ~self.granted & self._is_lead
@@ -281,7 +282,7 @@ class Traffic:
     ) -> np.ndarray:
         """For NPCs ``idx``: how far the front bumper can move along the lane path before it reaches the
         widened ego footprint (``_FAR`` if not within ``EGO_PATH_M``). One ``lane_pose`` gather."""
-        m = self.map
+        m = self.graph
         lane, nxt = self.lane[idx, None], self.next_lane[idx, None]
         s = (self.s[idx] + 0.5 * self.length[idx])[:, None] + _PATH_D  # (k, D) arc length of the bumper
         len0, len1 = m.lane_length[lane], m.lane_length[nxt]
@@ -305,7 +306,7 @@ class Traffic:
         """Advance all NPCs by ``dt`` seconds given the ego's pose (world frame), speed and size (m)."""
         if self.n == 0:
             return
-        m = self.map
+        m = self.graph
         lane_len = m.lane_length[self.lane]
         to_end = lane_len - self.s
         gap, v_lead = self._lane_leaders(to_end)
