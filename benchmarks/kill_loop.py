@@ -103,7 +103,7 @@ def kill_loop(workdir: Path, kills: int, max_steps: int, checkpoint_freq: int = 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH", "")) if p)}
     run = workdir / "run"
-    survived, delays, kill_steps, finished_early = 0, [], [], 0
+    delays, kill_steps, finished_early = [], [], 0
     for round_ in range(kills + 1):
         resume = (run / "checkpoints" / "latest.pt").is_file()
         start_step = _progress(run) if resume else 0
@@ -121,7 +121,6 @@ def kill_loop(workdir: Path, kills: int, max_steps: int, checkpoint_freq: int = 
                 delays.append(round(delay, 2))
                 unit = check_unit(run)  # raises if the kill left an inconsistent unit
                 kill_steps.append(unit["step"])
-                survived += 1
                 continue
             finished_early += 1
         _, err = proc.communicate(timeout=max(1.0, deadline - time.time()))
@@ -129,7 +128,7 @@ def kill_loop(workdir: Path, kills: int, max_steps: int, checkpoint_freq: int = 
         if _progress(run) >= max_steps and (run / "summary.json").is_file():
             break
     final = check_final(run, max_steps)
-    return {"kills": len(delays), "survived": survived, "finished_before_kill": finished_early,
+    return {"kills": len(delays), "finished_before_kill": finished_early,
             "checkpoint_steps_at_kills": kill_steps, "kill_delays_s": delays, "final": final}
 
 

@@ -20,7 +20,9 @@ def _kill_loop_module():
 def test_random_kills_then_resume_leave_a_consistent_run(tmp_path):
     result = _kill_loop_module().kill_loop(tmp_path, kills=3, max_steps=200, checkpoint_freq=20, eval_freq=80,
                                            max_delay_s=2.5, seed=3)
-    assert result["kills"] >= 3 and result["survived"] == result["kills"], result
+    # every kill was followed by check_unit (it raises on an inconsistent checkpoint + buffer unit)
+    assert result["kills"] >= 3, result
+    assert max(result["checkpoint_steps_at_kills"]) > 0, result  # at least one kill hit a run with a checkpoint
     final = result["final"]
     assert final["step"] == final["transitions"] == 200
     assert final["episode_records"] == final["episodes"] >= 2
