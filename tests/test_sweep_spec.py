@@ -118,7 +118,7 @@ def test_carla_sweep_expands_with_a_pool(tmp_path):
 def test_failed_trial_raises_with_its_log_tail(tmp_path):
     """A trial whose ``av-td3 train`` fails (here: a key the config does not know) raises with the log's end."""
     ctx = {"base": BASE, "trials_dir": str(tmp_path / "trials"), "logs_dir": str(tmp_path / "logs"),
-           "partial_dir": str(tmp_path / "partial"), "cpu": 1, "cwd": str(tmp_path)}
+           "cpu": 1, "cwd": str(tmp_path)}
     trial = {"name": "bad_seed0", "overrides": ["algorithm.not_a_key=1"]}
     with pytest.raises(TrialFailedError, match="(?s)exited with code 2.*unknown config key 'algorithm.not_a_key'"):
         run_trial(trial, ctx)

@@ -6,7 +6,6 @@ Layout of a sweep directory (``--output``, default ``sweeps/<sweep file name>``)
     sweep_state.json    per trial: finished / failed (+ error), attempts; per invocation: timings
     trials/<trial>/     ordinary run directories, exactly what `av-td3 train` writes
     logs/<trial>.log    each trial's console output (appended across attempts)
-    partial/            run directories of trials killed before their first checkpoint
     ray/                Ray Tune's own experiment records
 
 Local Ray starts in-process by default (``ray.init()``, as many CPUs as the machine, or ``--num-cpus``);
@@ -32,8 +31,7 @@ NAMESPACE = "av-td3-sweep"
 
 
 def sweep_paths(root: Path) -> dict[str, Path]:
-    return {"root": root, "trials": root / "trials", "logs": root / "logs", "partial": root / "partial",
-            "ray": root / "ray"}
+    return {"root": root, "trials": root / "trials", "logs": root / "logs", "ray": root / "ray"}
 
 
 def prepare_directory(sweep: Sweep, root: Path, resume: bool) -> None:
@@ -133,7 +131,7 @@ def _run_on_ray(sweep: Sweep, pending, paths: dict[str, Path], address: str | No
           f"{cluster.get('GPU', 0):g} GPU; per trial {res.cpu:g} CPU, {res.gpu:g} GPU; "
           f"{concurrency or 'as many as fit'} at once (started in {invocation['ray_init_s']:.1f} s)")
     ctx = {"base": str(sweep.base), "trials_dir": str(paths["trials"]), "logs_dir": str(paths["logs"]),
-           "partial_dir": str(paths["partial"]), "cpu": res.cpu, "cwd": os.getcwd(), "namespace": NAMESPACE,
+           "cpu": res.cpu, "cwd": os.getcwd(), "namespace": NAMESPACE,
            "pool_actor": None}
     pool = None
     if pool_addresses:

@@ -11,8 +11,8 @@ The function is idempotent, so Tune's retries and a resumed sweep are safe:
 
 * a run directory with ``summary.json`` is finished: its numbers are reported, nothing is trained;
 * a run directory with a checkpoint continues with ``train --resume RUN_DIR``;
-* a run directory without either (killed before its first checkpoint) is moved to ``SWEEP/partial/``
-  and the trial starts over.
+* a run directory without either (killed before its first checkpoint) starts over: ``train`` itself
+  moves such leftovers to the run's ``superseded/`` folder, the one rule for every run.
 """
 
 from __future__ import annotations
@@ -78,10 +78,6 @@ def run_trial(trial: dict[str, Any], ctx: dict[str, Any], server: tuple[str, int
     run_dir = trials_dir / trial["name"]
     if is_finished(run_dir):
         return _reported(run_dir, trained=False)
-    if run_dir.exists() and not (run_dir / "checkpoints" / "latest.pt").is_file():
-        partial = Path(ctx["partial_dir"]) / f"{trial['name']}-{time.strftime('%Y%m%d-%H%M%S')}"
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        run_dir.rename(partial)  # killed before its first checkpoint: kept aside, trained again from scratch
     cmd = train_command(trial, ctx, server)
     logs_dir.mkdir(parents=True, exist_ok=True)
     log_path = logs_dir / f"{trial['name']}.log"
