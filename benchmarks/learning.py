@@ -78,6 +78,7 @@ def train(scenario: int, seed: int, a: argparse.Namespace, work: Path) -> dict:
           file=sys.stderr, flush=True)
     return {"scenario": scenario, "seed": seed, "run_dir": str(run_dir), "wall_time_s": wall,
             "env_steps_per_s": summary.get("env_steps_per_s"), "updates_per_s": summary.get("updates_per_s"),
+            "cnn_weight_change": summary.get("cnn_weight_change"),
             "curve": [{k: c.get(k) for k in ("step", "success_rate", "route_completion", "episode_reward",
                                             "mean_abs_jerk_mps3", "lane_invasions_per_km")} for c in curve]}
 
